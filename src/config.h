@@ -1,0 +1,83 @@
+/* The configuration: sink.conf.lua, evaluated in a sandboxed Lua state and validated into
+ * this struct before anything is started. Every option is declared once, in config.c. */
+#ifndef EVENTSINK_CONFIG_H
+#define EVENTSINK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct strlist {
+    char **items;
+    size_t n;
+};
+
+struct kv {
+    char *key;
+    char *value;
+};
+
+struct kvlist {
+    struct kv *items;
+    size_t n;
+};
+
+struct api_token {
+    char *name;
+    char *token;
+    char *role;           /* "viewer" or "operator" */
+    struct strlist tenants; /* empty: every tenant */
+};
+
+struct config {
+    char *path; /* the configuration file, absolute */
+    char *dir;  /* its folder: relative paths resolve against it */
+    struct {
+        char *brokers;
+        char *group_id;
+        struct strlist topics;
+        char *dlq_topic;
+        struct kvlist properties;
+        long max_message_bytes;
+    } kafka;
+    struct {
+        char *dsn;
+    } postgres;
+    struct {
+        char *listen;
+        struct api_token *tokens;
+        size_t ntokens;
+        long max_body_bytes;
+    } http;
+    struct {
+        char *listen;
+    } metrics;
+    struct {
+        char *secret;
+        long tolerance_s;
+    } webhooks;
+    struct strlist policies; /* absolute paths */
+    struct {
+        long max_events;
+        long max_wait_ms;
+    } batch;
+    struct {
+        long max_depth;
+        long rate_per_s;
+        long max_batch_ids;
+    } replay;
+    struct {
+        char *level;
+        char *format;
+    } log;
+    struct {
+        long max_instructions;
+        long max_memory_bytes;
+    } sandbox;
+};
+
+/* Loads and validates FILE. On failure returns NULL and *err holds every problem found,
+ * one a line (malloc'd). */
+struct config *config_load(const char *file, char **err);
+void config_free(struct config *c);
+
+#endif

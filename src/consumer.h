@@ -1,0 +1,48 @@
+/* The Kafka side of the pipeline: a consumer in a consumer group with manual offset
+ * commits, and the embedded mock cluster for demos. */
+#ifndef EVENTSINK_CONSUMER_H
+#define EVENTSINK_CONSUMER_H
+
+#include <stdbool.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+
+struct consumer;
+
+/* Called from consumer_poll() before partitions are taken away (rebalance or close):
+ * the pipeline flushes and commits what it holds for them. */
+typedef void (*consumer_revoke_fn)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+
+struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on_revoke,
+                                 void *opaque, char **err);
+/* Accepts half-built consumers. Closes the group membership first if still open. */
+void consumer_destroy(struct consumer *c);
+
+/* Returns a message (the caller destroys it) or NULL on timeout. Errors that are not
+ * about one message are logged here and NULL is returned. */
+rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms);
+
+/* Commits the given offsets (next offset to read) synchronously. */
+bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, char **err);
+
+/* Stops or restarts fetching on every assigned partition (and on partitions assigned later,
+ * while paused). */
+void consumer_pause(struct consumer *c, bool pause);
+
+/* Moves the fetch position of each listed partition that is still assigned. */
+void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions);
+
+/* Leaves the group (revoking, so the pipeline flushes first). */
+void consumer_close(struct consumer *c);
+
+/* True while at least one broker connection is up (from librdkafka's error events). */
+bool consumer_kafka_up(struct consumer *c);
+
+/* "embedded" mode: the bootstrap address of the in-process mock cluster, or NULL. */
+const char *consumer_embedded_bootstrap(struct consumer *c);
+
+rd_kafka_t *consumer_handle(struct consumer *c);
+
+#endif

@@ -1,0 +1,415 @@
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assets.h"
+#include "buf.h"
+#include "db_sql.h"
+#include "log.h"
+#include "pgarray.h"
+
+struct db {
+    PGconn *conn;
+    bool prepared;
+    /* reused between batches: one array literal per column */
+    struct pgarray cols[12];
+    struct buf scratch;
+};
+
+static char *pg_error(PGconn *conn, PGresult *res, const char *what)
+{
+    struct buf m = {0};
+    const char *e = res ? PQresultErrorMessage(res) : NULL;
+    if (!e || !*e) e = PQerrorMessage(conn);
+    buf_printf(&m, "%s: %s", what, e && *e ? e : "unknown error");
+    while (m.len && (m.data[m.len - 1] == '\n' || m.data[m.len - 1] == ' '))
+        m.data[--m.len] = '\0';
+    return m.data;
+}
+
+static void notice_quiet(void *arg, const PGresult *res)
+{
+    (void)arg;
+    (void)res; /* NOTICEs (e.g. "relation already exists, skipping") are not operator news */
+}
+
+struct db *db_connect(const char *dsn, const char *application_name, char **err)
+{
+    /* the DSN comes last so that what the operator wrote wins over these defaults */
+    const char *keys[] = {"application_name", "connect_timeout", "keepalives_idle", "dbname",
+                          NULL};
+    const char *vals[] = {application_name, "5", "30", dsn, NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        if (err) *err = pg_error(conn, NULL, "cannot connect to PostgreSQL");
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeReceiver(conn, notice_quiet, NULL);
+    struct db *db = xcalloc(1, sizeof *db);
+    db->conn = conn;
+    return db;
+}
+
+void db_close(struct db *db)
+{
+    if (!db) return;
+    PQfinish(db->conn);
+    db->conn = NULL;
+    for (size_t i = 0; i < sizeof db->cols / sizeof db->cols[0]; i++)
+        pgarray_free(&db->cols[i]);
+    buf_free(&db->scratch);
+    free(db);
+}
+
+bool db_alive(struct db *db)
+{
+    return db && db->conn && PQstatus(db->conn) == CONNECTION_OK;
+}
+
+PGconn *db_conn(struct db *db)
+{
+    return db->conn;
+}
+
+static bool exec_ok(struct db *db, const char *sql, char **err)
+{
+    PGresult *res = PQexec(db->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok && err) *err = pg_error(db->conn, res, "PostgreSQL");
+    PQclear(res);
+    return ok;
+}
+
+/* ---- migrations --------------------------------------------------------------------------- */
+
+static int migration_version(const char *name)
+{
+    /* "sql/001_init.sql" -> 1 */
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    return atoi(base);
+}
+
+bool db_migrate(struct db *db, int *applied, char **err)
+{
+    int count = 0;
+    bool ok = false;
+    if (!exec_ok(db, SQL_MIGRATION_LOCK, err)) return false;
+    if (!exec_ok(db, SQL_MIGRATIONS_TABLE, err)) goto out;
+
+    PGresult *res = PQexec(db->conn, SQL_MIGRATION_APPLIED);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        *err = pg_error(db->conn, res, "reading schema_migrations");
+        PQclear(res);
+        goto out;
+    }
+    for (const struct asset *a = assets; a->name; a++) {
+        if (strncmp(a->name, "sql/", 4) != 0) continue;
+        int version = migration_version(a->name);
+        bool done = false;
+        for (int i = 0; i < PQntuples(res) && !done; i++)
+            done = atoi(PQgetvalue(res, i, 0)) == version;
+        if (done) continue;
+        log_info("applying migration %s", a->name);
+        if (!exec_ok(db, "BEGIN", err)) {
+            PQclear(res);
+            goto out;
+        }
+        char *e = NULL;
+        if (!exec_ok(db, a->data, &e)) {
+            *err = xstrdup(e);
+            struct buf m = {0};
+            buf_printf(&m, "migration %s failed: %s", a->name, e);
+            free(*err);
+            free(e);
+            *err = m.data;
+            exec_ok(db, "ROLLBACK", NULL);
+            PQclear(res);
+            goto out;
+        }
+        char vbuf[16];
+        snprintf(vbuf, sizeof vbuf, "%d", version);
+        const char *params[] = {vbuf, a->name, a->data};
+        PGresult *r2 = PQexecParams(db->conn, SQL_MIGRATION_RECORD, 3, NULL, params, NULL, NULL, 0);
+        bool rec_ok = PQresultStatus(r2) == PGRES_COMMAND_OK;
+        if (!rec_ok) *err = pg_error(db->conn, r2, "recording the migration");
+        PQclear(r2);
+        if (!rec_ok || !exec_ok(db, "COMMIT", err)) {
+            exec_ok(db, "ROLLBACK", NULL);
+            PQclear(res);
+            goto out;
+        }
+        count++;
+    }
+    PQclear(res);
+    ok = true;
+out:
+    exec_ok(db, SQL_MIGRATION_UNLOCK, NULL);
+    if (applied) *applied = count;
+    return ok;
+}
+
+/* ---- the batch write ---------------------------------------------------------------------- */
+
+static bool prepare(struct db *db, char **err)
+{
+    if (db->prepared) return true;
+    static const struct {
+        const char *name, *sql;
+        int nparams;
+    } stmts[] = {
+        {"journal_insert", SQL_JOURNAL_INSERT, 12},
+        {"dlq_insert", SQL_DLQ_INSERT, 11},
+    };
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        PGresult *res = PQprepare(db->conn, stmts[i].name, stmts[i].sql, stmts[i].nparams, NULL);
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok) *err = pg_error(db->conn, res, stmts[i].name);
+        PQclear(res);
+        if (!ok) return false;
+    }
+    db->prepared = true;
+    return true;
+}
+
+/* SQLSTATE classes that belong to one row's data, not to the server or the connection:
+ * 22 data exception, 23 integrity constraint, 54 program limit (e.g. a jsonb too big),
+ * P0 raised by a trigger. */
+static bool row_level_error(PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state) return false;
+    return strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+           strncmp(state, "54", 2) == 0 || strncmp(state, "P0", 2) == 0;
+}
+
+static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from, size_t to)
+{
+    for (int c = 0; c < 12; c++)
+        pgarray_reset(&db->cols[c]);
+    struct buf *tmp = &db->scratch;
+    for (size_t i = from; i < to; i++) {
+        const struct record *r = it[i].rec;
+        const struct decision *d = &it[i].d;
+        if (d->to_dlq) continue;
+        pgarray_cstr(&db->cols[0], d->tenant_id);
+        pgarray_cstr(&db->cols[1], d->event_type);
+        pgarray_cstr(&db->cols[2], r->topic);
+        pgarray_int(&db->cols[3], r->partition);
+        pgarray_int(&db->cols[4], r->offset);
+        if (r->key) {
+            buf_reset(tmp);
+            record_text(tmp, r->key, r->key_len);
+            pgarray_str(&db->cols[5], tmp->data ? tmp->data : "", tmp->len);
+        } else {
+            pgarray_str(&db->cols[5], NULL, 0);
+        }
+        buf_reset(tmp);
+        record_headers_json(r, tmp);
+        if (r->nheaders)
+            pgarray_str(&db->cols[6], tmp->data, tmp->len);
+        else
+            pgarray_str(&db->cols[6], NULL, 0);
+        pgarray_str(&db->cols[7], r->value ? r->value : "", r->value_len);
+        pgarray_cstr(&db->cols[8], d->replay_source);
+        pgarray_int_or_null(&db->cols[9], d->replayed_from_event_id);
+        pgarray_int_or_null(&db->cols[10], d->replay_job_id);
+        pgarray_int_or_null(&db->cols[11], d->replayed_from_dlq_id);
+    }
+}
+
+/* The DLQ error column when the policy gave no detail. */
+static const char *reason_text(const char *reason)
+{
+    if (strcmp(reason, "missing_tenant") == 0) return "the describe hook found no tenant_id";
+    if (strcmp(reason, "policy_route") == 0) return "the route hook sent the event to the DLQ";
+    return reason;
+}
+
+static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int policy_version)
+{
+    for (int c = 0; c < 11; c++)
+        pgarray_reset(&db->cols[c]);
+    struct buf *tmp = &db->scratch;
+    for (size_t i = 0; i < n; i++) {
+        const struct record *r = it[i].rec;
+        const struct decision *d = &it[i].d;
+        if (!d->to_dlq) continue;
+        pgarray_cstr(&db->cols[0], r->topic);
+        pgarray_int(&db->cols[1], r->partition);
+        pgarray_int(&db->cols[2], r->offset);
+        if (r->key) {
+            buf_reset(tmp);
+            record_text(tmp, r->key, r->key_len);
+            pgarray_str(&db->cols[3], tmp->data ? tmp->data : "", tmp->len);
+        } else {
+            pgarray_str(&db->cols[3], NULL, 0);
+        }
+        buf_reset(tmp);
+        record_headers_json(r, tmp);
+        if (r->nheaders)
+            pgarray_str(&db->cols[4], tmp->data, tmp->len);
+        else
+            pgarray_str(&db->cols[4], NULL, 0);
+        pgarray_bytea(&db->cols[5], r->value ? r->value : "", r->value_len);
+        pgarray_cstr(&db->cols[6], d->reason);
+        if (d->detail) {
+            buf_reset(tmp);
+            record_text(tmp, d->detail, strlen(d->detail));
+            pgarray_str(&db->cols[7], tmp->data ? tmp->data : "", tmp->len);
+        } else {
+            pgarray_cstr(&db->cols[7], reason_text(d->reason));
+        }
+        pgarray_int(&db->cols[8], policy_version);
+        pgarray_cstr(&db->cols[9], d->tenant_id);
+        pgarray_int_or_null(&db->cols[10], d->replayed_from_dlq_id);
+    }
+}
+
+static PGresult *exec_cols(struct db *db, const char *stmt, int ncols)
+{
+    const char *params[12];
+    for (int c = 0; c < ncols; c++)
+        params[c] = pgarray_text(&db->cols[c]);
+    return PQexecPrepared(db->conn, stmt, ncols, params, NULL, NULL, 0);
+}
+
+static int64_t get_i64(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+static const char *get_str(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+static void report_persisted(PGresult *res, struct write_stats *stats,
+                             db_persisted_fn on_persisted, void *opaque)
+{
+    int rows = PQntuples(res);
+    stats->journal_new += (size_t)rows;
+    for (int k = 0; k < rows && on_persisted; k++)
+        on_persisted(opaque, get_i64(res, k, 0), get_str(res, k, 1), get_str(res, k, 2),
+                     get_str(res, k, 3), (int)get_i64(res, k, 4), get_i64(res, k, 5),
+                     get_i64(res, k, 6), get_str(res, k, 7));
+}
+
+/* Inserts the journal rows of items[from..to); the caller clears the result. */
+static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t from, size_t to)
+{
+    fill_journal_cols(db, items, from, to);
+    return exec_cols(db, "journal_insert", 12);
+}
+
+enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
+                              int policy_version, struct write_stats *stats,
+                              db_persisted_fn on_persisted, db_dlq_fn on_dlq, void *opaque,
+                              char **err)
+{
+    memset(stats, 0, sizeof *stats);
+    if (!db_alive(db)) {
+        *err = xstrdup("not connected to PostgreSQL");
+        return DB_RETRY;
+    }
+    if (!prepare(db, err)) return DB_RETRY;
+    PGresult *journal = NULL;
+    PGresult **singles = NULL; /* row-by-row results when a row was refused */
+    size_t nsingles = 0;
+    if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
+
+    size_t njournal = 0;
+    for (size_t i = 0; i < n; i++)
+        njournal += !items[i].d.to_dlq;
+
+    if (njournal) {
+        journal = journal_insert(db, items, 0, n);
+        if (PQresultStatus(journal) != PGRES_TUPLES_OK) {
+            if (!row_level_error(journal) || PQstatus(db->conn) != CONNECTION_OK) {
+                *err = pg_error(db->conn, journal, "writing the journal");
+                exec_ok(db, "ROLLBACK", NULL);
+                goto retry;
+            }
+            /* one or more rows refused: find them one at a time, each under a savepoint */
+            PQclear(journal);
+            journal = NULL;
+            exec_ok(db, "ROLLBACK", NULL);
+            if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
+            for (size_t i = 0; i < n; i++) {
+                if (items[i].d.to_dlq) continue;
+                exec_ok(db, "SAVEPOINT row", NULL);
+                PGresult *one = journal_insert(db, items, i, i + 1);
+                if (PQresultStatus(one) == PGRES_TUPLES_OK) {
+                    exec_ok(db, "RELEASE SAVEPOINT row", NULL);
+                    singles = xrealloc(singles, (nsingles + 1) * sizeof *singles);
+                    singles[nsingles++] = one;
+                    continue;
+                }
+                if (!row_level_error(one) || PQstatus(db->conn) != CONNECTION_OK) {
+                    *err = pg_error(db->conn, one, "writing the journal");
+                    PQclear(one);
+                    exec_ok(db, "ROLLBACK", NULL);
+                    goto retry;
+                }
+                char *why = pg_error(db->conn, one, "PostgreSQL refused the row");
+                PQclear(one);
+                exec_ok(db, "ROLLBACK TO SAVEPOINT row", NULL);
+                log_warn("%s[%d]@%lld: %s; dead-lettering it as db_reject", items[i].rec->topic,
+                         (int)items[i].rec->partition, (long long)items[i].rec->offset, why);
+                items[i].d.to_dlq = true;
+                items[i].d.reason = "db_reject";
+                free(items[i].d.detail);
+                items[i].d.detail = why;
+                stats->db_rejects++;
+            }
+        }
+    }
+
+    size_t ndlq = 0;
+    for (size_t i = 0; i < n; i++)
+        ndlq += items[i].d.to_dlq;
+    PGresult *dlq = NULL;
+    if (ndlq) {
+        fill_dlq_cols(db, items, n, policy_version);
+        dlq = exec_cols(db, "dlq_insert", 11);
+        if (PQresultStatus(dlq) != PGRES_TUPLES_OK) {
+            *err = pg_error(db->conn, dlq, "writing the dead-letter queue");
+            PQclear(dlq);
+            exec_ok(db, "ROLLBACK", NULL);
+            goto retry;
+        }
+    }
+    if (!exec_ok(db, "COMMIT", err)) {
+        PQclear(dlq);
+        goto retry;
+    }
+    if (journal) report_persisted(journal, stats, on_persisted, opaque);
+    for (size_t k = 0; k < nsingles; k++)
+        report_persisted(singles[k], stats, on_persisted, opaque);
+    stats->journal_dup = njournal - stats->db_rejects - stats->journal_new;
+    if (dlq) {
+        for (int k = 0; k < PQntuples(dlq); k++) {
+            bool retry = PQgetvalue(dlq, k, 2)[0] == 't';
+            if (retry) stats->dlq_retried++;
+            else stats->dlq_new++;
+            if (on_dlq) on_dlq(opaque, get_i64(dlq, k, 0), get_str(dlq, k, 1), retry);
+        }
+    }
+    PQclear(dlq);
+    PQclear(journal);
+    for (size_t k = 0; k < nsingles; k++)
+        PQclear(singles[k]);
+    free(singles);
+    return DB_OK;
+
+retry:
+    PQclear(journal);
+    for (size_t k = 0; k < nsingles; k++)
+        PQclear(singles[k]);
+    free(singles);
+    return DB_RETRY;
+}

@@ -1,0 +1,60 @@
+/* PostgreSQL: one connection, the migrations, and the batch write of the pipeline. */
+#ifndef EVENTSINK_DB_H
+#define EVENTSINK_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "policy.h"
+#include "record.h"
+
+struct db;
+
+/* Connects (libpq keywords/URI in dsn). Returns NULL and sets *err on failure. */
+struct db *db_connect(const char *dsn, const char *application_name, char **err);
+void db_close(struct db *db);
+bool db_alive(struct db *db);
+PGconn *db_conn(struct db *db);
+
+/* Applies the migrations in sql/ not yet recorded in schema_migrations, each in its own
+ * transaction, under an advisory lock so that two instances never race. */
+bool db_migrate(struct db *db, int *applied, char **err);
+
+/* One record of a batch, as decided by the policies. */
+struct batch_item {
+    const struct record *rec;
+    struct decision d;
+    bool is_object;
+};
+
+struct write_stats {
+    size_t journal_new;  /* rows inserted into the journal */
+    size_t journal_dup;  /* records already in the journal (redelivered) */
+    size_t dlq_new;      /* rows inserted into the DLQ */
+    size_t dlq_retried;  /* retried DLQ entries that failed again */
+    size_t db_rejects;   /* rows PostgreSQL refused, moved to the DLQ */
+};
+
+/* Called for every journal row inserted, after the transaction committed. */
+typedef void (*db_persisted_fn)(void *opaque, int64_t id, const char *tenant,
+                                const char *event_type, const char *topic, int replay_count,
+                                int64_t from_event, int64_t from_dlq, const char *source);
+typedef void (*db_dlq_fn)(void *opaque, int64_t id, const char *reason, bool retry);
+
+enum db_result {
+    DB_OK,
+    DB_RETRY, /* connection lost or transient error: nothing was written, try again later */
+};
+
+/* Writes a batch in one transaction: journal rows and DLQ rows together. A row that
+ * PostgreSQL rejects (constraint, data error) goes to the DLQ as db_reject and the rest
+ * are written. items[].d may be changed (to_dlq, reason) for rejected rows. */
+enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
+                              int policy_version, struct write_stats *stats,
+                              db_persisted_fn on_persisted, db_dlq_fn on_dlq, void *opaque,
+                              char **err);
+
+#endif

@@ -1,0 +1,124 @@
+/* eventsink: Kafka -> Lua policies -> PostgreSQL event journal, with audited replays.
+ * Command line: see usage() and CONTRACT section 1. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "buf.h"
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "pipeline.h"
+
+#define EVENTSINK_VERSION "0.1.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: eventsink [-c FILE]                 run the service\n"
+            "       eventsink check [-c FILE]           validate the configuration and policies\n"
+            "       eventsink migrate [-c FILE]         apply the database migrations\n"
+            "       eventsink policy-eval [-c FILE] EVENTS.jsonl\n"
+            "                                           print the policies' decisions\n"
+            "       eventsink --version | --help\n"
+            "FILE defaults to ./sink.conf.lua. Exit codes: 0 ok, 1 runtime failure,\n"
+            "2 usage or configuration error.\n");
+}
+
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        pipeline_reload_requested = 1;
+    else
+        pipeline_stop_requested = 1;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = "./sink.conf.lua";
+    const char *cmd = NULL;
+    const char *arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("eventsink %s (librdkafka %s)\n", EVENTSINK_VERSION, rd_kafka_version_str());
+            return 0;
+        } else if (strcmp(argv[i], "-c") == 0) {
+            if (++i >= argc) {
+                fprintf(stderr, "eventsink: -c needs a file\n");
+                usage(stderr);
+                return 2;
+            }
+            conf = argv[i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "eventsink: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (!cmd) {
+            cmd = argv[i];
+        } else if (!arg) {
+            arg = argv[i];
+        } else {
+            fprintf(stderr, "eventsink: unexpected argument %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (cmd && strcmp(cmd, "check") != 0 && strcmp(cmd, "migrate") != 0 &&
+        strcmp(cmd, "policy-eval") != 0) {
+        fprintf(stderr, "eventsink: unknown command %s\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    if ((!cmd || strcmp(cmd, "policy-eval") != 0) && arg) {
+        fprintf(stderr, "eventsink: unexpected argument %s\n", arg);
+        return 2;
+    }
+    if (cmd && strcmp(cmd, "policy-eval") == 0 && !arg) {
+        fprintf(stderr, "eventsink: policy-eval needs a file of events (one JSON object a line)\n");
+        return 2;
+    }
+
+    char *err = NULL;
+    struct config *cfg = config_load(conf, &err);
+    if (!cfg) {
+        fprintf(stderr, "%s", err);
+        fprintf(stderr, "eventsink: the configuration is invalid\n");
+        free(err);
+        return 2;
+    }
+    log_configure(cfg->log.level, cfg->log.format);
+
+    int rc;
+    if (cmd && strcmp(cmd, "check") == 0) {
+        rc = cli_check(cfg);
+    } else if (cmd && strcmp(cmd, "migrate") == 0) {
+        rc = cli_migrate(cfg);
+    } else if (cmd && strcmp(cmd, "policy-eval") == 0) {
+        rc = cli_policy_eval(cfg, arg);
+    } else {
+        install_signals();
+        log_info("eventsink %s starting with %s", EVENTSINK_VERSION, cfg->path);
+        rc = pipeline_run(cfg);
+    }
+    config_free(cfg);
+    return rc;
+}

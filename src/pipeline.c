@@ -1,0 +1,411 @@
+#include "pipeline.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "consumer.h"
+#include "db.h"
+#include "log.h"
+#include "policy.h"
+#include "record.h"
+
+volatile sig_atomic_t pipeline_stop_requested = 0;
+volatile sig_atomic_t pipeline_reload_requested = 0;
+
+#define SHUTDOWN_FLUSH_MS 8000 /* SIGTERM: the contract allows 10 s in all */
+#define REVOKE_FLUSH_MS 5000
+#define BACKOFF_MAX_MS 5000
+
+struct slot {
+    rd_kafka_message_t *msg;
+    struct record rec;
+    struct record_header *headers;
+};
+
+struct pipeline {
+    struct config *cfg;
+    struct consumer *consumer;
+    struct db *db;
+    struct policy_set *policies;
+    int policy_version;
+
+    struct slot *slots; /* the batch being gathered */
+    size_t n, cap;
+    int64_t started_ms;
+    rd_kafka_message_t **held; /* arrived while a flush waited for PostgreSQL */
+    size_t nheld, capheld;
+    struct batch_item *items;
+
+    bool flushing;  /* a flush is waiting for PostgreSQL */
+    bool abandoned; /* a rebalance took the partitions while the flush waited */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR && !pipeline_stop_requested) {
+    }
+}
+
+/* ---- the batch -------------------------------------------------------------------------- */
+
+static void slot_fill(struct slot *s, rd_kafka_message_t *m)
+{
+    memset(s, 0, sizeof *s);
+    s->msg = m;
+    s->rec.topic = rd_kafka_topic_name(m->rkt);
+    s->rec.partition = m->partition;
+    s->rec.offset = m->offset;
+    s->rec.key = m->key;
+    s->rec.key_len = m->key_len;
+    s->rec.value = m->payload;
+    s->rec.value_len = m->len;
+    rd_kafka_timestamp_type_t tstype;
+    s->rec.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs) {
+        size_t cnt = rd_kafka_header_cnt(hdrs);
+        s->headers = xcalloc(cnt, sizeof *s->headers);
+        for (size_t i = 0; i < cnt; i++) {
+            const char *name;
+            const void *val;
+            size_t size;
+            if (rd_kafka_header_get_all(hdrs, i, &name, &val, &size)) break;
+            s->headers[i].name = name;
+            s->headers[i].value = val;
+            s->headers[i].value_len = size;
+            s->rec.nheaders++;
+        }
+        s->rec.headers = s->headers;
+    }
+}
+
+static void add_message(struct pipeline *p, rd_kafka_message_t *m)
+{
+    if (p->flushing) {
+        if (p->nheld == p->capheld) {
+            p->capheld = p->capheld ? p->capheld * 2 : 64;
+            p->held = xrealloc(p->held, p->capheld * sizeof *p->held);
+        }
+        p->held[p->nheld++] = m;
+        return;
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 256;
+        p->slots = xrealloc(p->slots, p->cap * sizeof *p->slots);
+    }
+    if (p->n == 0) p->started_ms = now_ms();
+    slot_fill(&p->slots[p->n++], m);
+}
+
+static void batch_clear(struct pipeline *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        rd_kafka_message_destroy(p->slots[i].msg);
+        free(p->slots[i].headers);
+    }
+    p->n = 0;
+    /* messages that arrived during the flush start the next batch */
+    size_t nheld = p->nheld;
+    p->nheld = 0;
+    for (size_t i = 0; i < nheld; i++)
+        add_message(p, p->held[i]);
+}
+
+/* Drops the batch and what is held without committing: Kafka delivers them again, to this
+ * instance (it seeks back) or to whoever owns their partitions now. */
+static void batch_abandon(struct pipeline *p)
+{
+    rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new((int)p->n + 1);
+    for (size_t i = 0; i < p->n; i++) {
+        rd_kafka_message_t *m = p->slots[i].msg;
+        rd_kafka_topic_partition_t *e =
+            rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!e)
+            rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)
+                ->offset = m->offset;
+        else if (m->offset < e->offset)
+            e->offset = m->offset;
+    }
+    for (size_t i = 0; i < p->nheld; i++) {
+        rd_kafka_message_t *m = p->held[i];
+        if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
+            rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)
+                ->offset = m->offset;
+        rd_kafka_message_destroy(m);
+    }
+    p->nheld = 0;
+    if (p->n) log_warn("dropping an unwritten batch of %zu event(s) without committing: Kafka "
+                       "delivers them again", p->n);
+    batch_clear(p);
+    consumer_seek(p->consumer, back);
+    rd_kafka_topic_partition_list_destroy(back);
+}
+
+static void on_persisted(void *opaque, int64_t id, const char *tenant, const char *event_type,
+                         const char *topic, int replay_count, int64_t from_event,
+                         int64_t from_dlq, const char *source)
+{
+    (void)opaque;
+    (void)topic;
+    (void)replay_count;
+    (void)source;
+    (void)id;
+    if (!log_enabled(LOG_INFO)) return;
+    const char *type = event_type ? event_type : "event";
+    if (from_event)
+        log_info("Persisted REPLAYED %s for tenant %s (from event %" PRId64 ")", type, tenant,
+                 from_event);
+    else if (from_dlq)
+        log_info("Persisted REPLAYED %s for tenant %s (from DLQ entry %" PRId64 ")", type, tenant,
+                 from_dlq);
+    else if (source)
+        log_info("Persisted REPLAYED %s for tenant %s", type, tenant);
+    else
+        log_info("Persisted %s for tenant %s", type, tenant);
+}
+
+static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
+{
+    (void)opaque;
+    if (retry)
+        log_warn("DLQ entry %" PRId64 " was retried and failed again (%s); counted one more "
+                 "attempt", id, reason);
+    else
+        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")", reason, id);
+}
+
+static bool ensure_db(struct pipeline *p, char **err)
+{
+    if (db_alive(p->db)) return true;
+    db_close(p->db);
+    p->db = db_connect(p->cfg->postgres.dsn, "eventsink", err);
+    return p->db != NULL;
+}
+
+static void commit_offsets(struct pipeline *p)
+{
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < p->n; i++) {
+        rd_kafka_message_t *m = p->slots[i].msg;
+        rd_kafka_topic_partition_t *e =
+            rd_kafka_topic_partition_list_find(offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!e)
+            e = rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > e->offset) e->offset = m->offset + 1;
+    }
+    char *err = NULL;
+    if (!consumer_commit(p->consumer, offs, &err)) {
+        /* harmless for the data: the rows are in PostgreSQL and writes are idempotent */
+        log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
+                 "redelivery will be skipped", err);
+        free(err);
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+/* Writes the batch and commits its offsets. While PostgreSQL is unavailable it retries with
+ * backoff, Kafka fetching paused, until it succeeds, the deadline passes (0: none) or a
+ * rebalance takes the partitions. may_poll is false inside a rebalance callback. */
+static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
+{
+    if (p->n == 0) return true;
+    if (p->cap > 0) p->items = xrealloc(p->items, p->cap * sizeof *p->items);
+    for (size_t i = 0; i < p->n; i++) {
+        struct record *r = &p->slots[i].rec;
+        struct batch_item *it = &p->items[i];
+        char *detail = NULL;
+        const char *bad =
+            record_check(r, (size_t)p->cfg->kafka.max_message_bytes, &it->is_object, &detail);
+        it->rec = r;
+        policy_decide(p->policies, r, bad, detail, &it->d);
+    }
+
+    int backoff = 100;
+    bool ok = false;
+    bool paused = false;
+    p->flushing = true;
+    p->abandoned = false;
+    for (;;) {
+        char *err = NULL;
+        struct write_stats st;
+        if (ensure_db(p, &err) &&
+            db_write_batch(p->db, p->items, p->n, p->policy_version, &st, on_persisted, on_dlq,
+                           p, &err) == DB_OK) {
+            ok = true;
+            free(err);
+            break;
+        }
+        log_warn("PostgreSQL unavailable (%s); holding a batch of %zu event(s), offsets not "
+                 "committed, retrying in %d ms",
+                 err ? err : "?", p->n, backoff);
+        free(err);
+        if (!paused) {
+            consumer_pause(p->consumer, true);
+            paused = true;
+        }
+        int64_t until = now_ms() + backoff;
+        while (now_ms() < until && !p->abandoned) {
+            if (may_poll) {
+                rd_kafka_message_t *m = consumer_poll(p->consumer, 100);
+                if (m) add_message(p, m);
+            } else {
+                sleep_ms(100);
+            }
+        }
+        if (p->abandoned) break;
+        if (deadline && now_ms() >= deadline) break;
+        if (!deadline && pipeline_stop_requested) deadline = now_ms() + SHUTDOWN_FLUSH_MS;
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    p->flushing = false;
+    if (paused) consumer_pause(p->consumer, false);
+    for (size_t i = 0; i < p->n; i++)
+        decision_clear(&p->items[i].d);
+    if (!ok) {
+        batch_abandon(p);
+        return false;
+    }
+    if (paused) log_info("PostgreSQL is back; the held batch is written");
+    commit_offsets(p);
+    batch_clear(p);
+    return true;
+}
+
+static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts)
+{
+    (void)parts;
+    struct pipeline *p = opaque;
+    if (p->flushing) {
+        /* the flush in progress gives up; Kafka delivers its events again */
+        p->abandoned = true;
+        return;
+    }
+    flush(p, now_ms() + REVOKE_FLUSH_MS, false);
+}
+
+/* ---- policies --------------------------------------------------------------------------- */
+
+static struct lua_host_limits policy_limits(const struct config *cfg)
+{
+    struct lua_host_limits lim = {
+        .max_memory_bytes = (size_t)cfg->sandbox.max_memory_bytes,
+        .max_instructions = cfg->sandbox.max_instructions,
+    };
+    return lim;
+}
+
+static void reload_policies(struct pipeline *p)
+{
+    struct lua_host_limits lim = policy_limits(p->cfg);
+    char *err = NULL;
+    struct policy_set *ps = policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err);
+    if (!ps) {
+        log_error("policy reload failed, the previous policies (version %d) stay: %s",
+                  p->policy_version, err);
+        free(err);
+        return;
+    }
+    policy_set_destroy(p->policies);
+    p->policies = ps;
+    p->policy_version++;
+    log_info("policies reloaded: version %d", p->policy_version);
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+
+int pipeline_run(struct config *cfg)
+{
+    struct pipeline pl = {.cfg = cfg, .policy_version = 1};
+    struct pipeline *p = &pl;
+    int rc = 1;
+    char *err = NULL;
+    struct lua_host_limits lim = policy_limits(cfg);
+    p->policies = policy_set_load(&cfg->policies, &lim, 1, &err);
+    if (!p->policies) {
+        log_error("cannot load the policies: %s", err);
+        free(err);
+        return 2;
+    }
+
+    /* PostgreSQL first: the schema must be there before any event is taken */
+    int backoff = 500;
+    while (!pipeline_stop_requested) {
+        int applied = 0;
+        if (ensure_db(p, &err) && db_migrate(p->db, &applied, &err)) {
+            if (applied) log_info("applied %d migration(s)", applied);
+            break;
+        }
+        log_warn("PostgreSQL not ready (%s); retrying in %d ms", err, backoff);
+        free(err);
+        err = NULL;
+        db_close(p->db);
+        p->db = NULL;
+        sleep_ms(backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    if (pipeline_stop_requested) {
+        rc = 0;
+        goto out;
+    }
+
+    p->consumer = consumer_create(cfg, on_revoke, p, &err);
+    if (!p->consumer) {
+        log_error("cannot start the Kafka consumer: %s", err);
+        free(err);
+        rc = 2;
+        goto out;
+    }
+    struct buf topics = {0};
+    for (size_t i = 0; i < cfg->kafka.topics.n; i++)
+        buf_printf(&topics, "%s%s", i ? ", " : "", cfg->kafka.topics.items[i]);
+    log_info("eventsink started: consuming %s as group %s (policy version %d)", topics.data,
+             cfg->kafka.group_id, p->policy_version);
+    buf_free(&topics);
+
+    while (!pipeline_stop_requested) {
+        if (pipeline_reload_requested && p->n == 0) {
+            pipeline_reload_requested = 0;
+            reload_policies(p);
+        }
+        int timeout = 100;
+        if (p->n) {
+            int64_t left = p->started_ms + cfg->batch.max_wait_ms - now_ms();
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        rd_kafka_message_t *m = consumer_poll(p->consumer, timeout);
+        if (m) add_message(p, m);
+        if (p->n && (p->n >= (size_t)cfg->batch.max_events ||
+                     now_ms() - p->started_ms >= cfg->batch.max_wait_ms))
+            flush(p, 0, true);
+    }
+    log_info("stopping: writing the batch in flight and committing");
+    flush(p, now_ms() + SHUTDOWN_FLUSH_MS, true);
+    consumer_close(p->consumer);
+    rc = 0;
+    log_info("eventsink stopped");
+out:
+    /* every message goes back to librdkafka before its handle is destroyed */
+    for (size_t i = 0; i < p->nheld; i++)
+        rd_kafka_message_destroy(p->held[i]);
+    p->nheld = 0;
+    batch_clear(p);
+    consumer_destroy(p->consumer);
+    free(p->slots);
+    free(p->held);
+    free(p->items);
+    db_close(p->db);
+    policy_set_destroy(p->policies);
+    return rc;
+}

@@ -1,0 +1,223 @@
+#include "policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "assets.h"
+#include "buf.h"
+#include "log.h"
+
+struct policy_set {
+    struct lua_host *host;
+    int version;
+    int runtime_ref; /* registry reference to the runtime's table */
+    int decide_ref;  /* registry reference to runtime.decide */
+};
+
+static bool read_file(const char *path, struct buf *out, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        struct buf m = {0};
+        buf_printf(&m, "%s: cannot open the policy file", path);
+        *err = m.data;
+        return false;
+    }
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(out, chunk, n);
+    fclose(f);
+    return true;
+}
+
+/* Stack: [] -> [] ; runtime[name](args...) with nargs pushed after the lookup by caller. */
+static void push_runtime_fn(struct policy_set *ps, const char *name)
+{
+    lua_State *L = lua_host_state(ps->host);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ps->runtime_ref);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+}
+
+struct policy_set *policy_set_load(const struct strlist *files,
+                                   const struct lua_host_limits *limits, int version,
+                                   char **err)
+{
+    struct policy_set *ps = xcalloc(1, sizeof *ps);
+    ps->version = version;
+    ps->runtime_ref = ps->decide_ref = LUA_NOREF;
+    struct buf src = {0};
+    ps->host = lua_host_create(limits, LUA_HOST_POLICY, err);
+    if (!ps->host) goto error;
+    lua_State *L = lua_host_state(ps->host);
+
+    const struct asset *rt = asset_find("lua/runtime.lua");
+    if (!rt) {
+        *err = xstrdup("lua/runtime.lua is missing from the binary");
+        goto error;
+    }
+    if (!lua_host_load(ps->host, rt->data, rt->len, "@lua/runtime.lua", err)) goto error;
+    if (!lua_host_pcall(ps->host, 0, 1, err)) goto error;
+    ps->runtime_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    for (size_t i = 0; i < files->n; i++) {
+        const char *path = files->items[i];
+        buf_reset(&src);
+        if (!read_file(path, &src, err)) goto error;
+        struct buf chunkname = {0};
+        buf_printf(&chunkname, "@%s", path);
+        bool ok = lua_host_load(ps->host, src.data ? src.data : "", src.len, chunkname.data, err);
+        buf_free(&chunkname);
+        if (!ok) goto error;
+        /* [chunk] -> give it its own environment, run it, install what it returns */
+        push_runtime_fn(ps, "new_env");
+        if (!lua_host_pcall(ps->host, 0, 1, err)) {
+            lua_pop(L, 1);
+            goto error;
+        }
+        lua_pushvalue(L, -1);                 /* [chunk, env, env] */
+        lua_setupvalue(L, -3, 1);             /* chunk's _ENV = env: [chunk, env] */
+        lua_insert(L, -2);                    /* [env, chunk] */
+        if (!lua_host_pcall(ps->host, 0, 1, err)) { /* [env, result] */
+            lua_pop(L, 1);
+            goto error;
+        }
+        push_runtime_fn(ps, "install");       /* [env, result, install] */
+        lua_insert(L, -3);                    /* [install, env, result] */
+        lua_pushstring(L, path);              /* [install, env, result, path] */
+        lua_insert(L, -3);                    /* [install, path, env, result] */
+        lua_insert(L, -2);                    /* [install, path, result, env] */
+        if (!lua_host_pcall(ps->host, 3, 0, err)) goto error;
+    }
+    push_runtime_fn(ps, "finish");
+    if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
+    push_runtime_fn(ps, "decide");
+    ps->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    buf_free(&src);
+    return ps;
+
+error:
+    buf_free(&src);
+    policy_set_destroy(ps);
+    return NULL;
+}
+
+void policy_set_destroy(struct policy_set *ps)
+{
+    if (!ps) return;
+    lua_host_destroy(ps->host); /* frees the references with the state */
+    ps->host = NULL;
+    free(ps);
+}
+
+int policy_set_version(const struct policy_set *ps)
+{
+    return ps->version;
+}
+
+/* Stack: [] -> [ev] */
+static void push_event(lua_State *L, const struct record *r)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, r->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, r->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushinteger(L, r->offset);
+    lua_setfield(L, -2, "offset");
+    if (r->key) {
+        lua_pushlstring(L, r->key, r->key_len);
+        lua_setfield(L, -2, "key");
+    }
+    if (r->timestamp_ms >= 0) {
+        lua_pushinteger(L, r->timestamp_ms);
+        lua_setfield(L, -2, "timestamp_ms");
+    }
+    lua_pushlstring(L, r->value ? r->value : "", r->value_len);
+    lua_setfield(L, -2, "raw");
+    if (r->nheaders) {
+        lua_createtable(L, 0, (int)r->nheaders);
+        for (size_t i = 0; i < r->nheaders; i++) {
+            if (!r->headers[i].value) continue;
+            lua_pushlstring(L, r->headers[i].value, r->headers[i].value_len);
+            lua_setfield(L, -2, r->headers[i].name);
+        }
+        lua_setfield(L, -2, "headers");
+    }
+}
+
+static char *opt_string(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TSTRING) return NULL;
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    return xstrndup(s, n);
+}
+
+static const char *const reasons[] = {"invalid_json",   "invalid_utf8", "nul_character",
+                                      "too_large",      "missing_tenant", "policy_error",
+                                      "policy_route",   "db_reject",    NULL};
+
+static const char *static_reason(const char *s)
+{
+    for (const char *const *r = reasons; *r; r++)
+        if (s && strcmp(s, *r) == 0) return *r;
+    return "policy_route";
+}
+
+void policy_decide(struct policy_set *ps, const struct record *r, const char *bad_reason,
+                   char *bad_detail, struct decision *out)
+{
+    memset(out, 0, sizeof *out);
+    lua_State *L = lua_host_state(ps->host);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ps->decide_ref);
+    push_event(L, r);
+    if (bad_reason)
+        lua_pushstring(L, bad_reason);
+    else
+        lua_pushnil(L);
+    char *err = NULL;
+    if (!lua_host_pcall(ps->host, 2, 9, &err)) {
+        out->to_dlq = true;
+        if (bad_reason) {
+            out->reason = static_reason(bad_reason);
+            out->detail = bad_detail;
+            free(err);
+        } else {
+            out->reason = "policy_error";
+            out->detail = err;
+        }
+        return;
+    }
+    out->tenant_id = opt_string(L, -9);
+    out->event_type = opt_string(L, -8);
+    out->replay_source = opt_string(L, -7);
+    out->replayed_from_event_id = lua_isinteger(L, -6) ? lua_tointeger(L, -6) : 0;
+    out->replayed_from_dlq_id = lua_isinteger(L, -5) ? lua_tointeger(L, -5) : 0;
+    out->replay_job_id = lua_isinteger(L, -4) ? lua_tointeger(L, -4) : 0;
+    out->to_dlq = lua_type(L, -3) == LUA_TSTRING;
+    if (out->to_dlq) {
+        out->reason = static_reason(lua_tostring(L, -2));
+        if (bad_reason) {
+            out->detail = bad_detail;
+            bad_detail = NULL;
+        } else {
+            out->detail = opt_string(L, -1);
+        }
+    }
+    lua_pop(L, 9);
+    free(bad_detail);
+}
+
+void decision_clear(struct decision *d)
+{
+    free(d->tenant_id);
+    free(d->event_type);
+    free(d->replay_source);
+    free(d->detail);
+    memset(d, 0, sizeof *d);
+}
