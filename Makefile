@@ -66,9 +66,9 @@ demo:
 	scripts/demo.sh
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c
+	clang-format -i src/*.c src/*.h $(wildcard tests/unit/*.c)
 format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h $(wildcard tests/unit/*.c)
 
 clean:
 	rm -rf build

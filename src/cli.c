@@ -248,8 +248,8 @@ int cli_policy_eval(const struct config *cfg, const char *events_file)
         }
         bool is_object;
         char *detail = NULL;
-        const char *bad = record_check(&r, (size_t)cfg->kafka.max_message_bytes, &is_object,
-                                       &detail);
+        const char *bad =
+            record_check(&r, (size_t)cfg->kafka.max_message_bytes, &is_object, &detail);
         struct decision d;
         policy_decide(ps, &r, bad, detail, &d);
         print_decision(lineno, &r, &d);

@@ -18,16 +18,25 @@ enum opt_type { OPT_STRING, OPT_INT, OPT_STRLIST, OPT_KV, OPT_TABLE, OPT_TOKENS 
 struct opt {
     const char *name;
     enum opt_type type;
-    size_t offset;          /* into struct config (or struct api_token for token fields) */
-    const char *def;        /* OPT_STRING default (NULL = no value) */
-    long idef, min, max;    /* OPT_INT default and range */
-    const struct opt *sub;  /* OPT_TABLE members */
+    size_t offset;         /* into struct config (or struct api_token for token fields) */
+    const char *def;       /* OPT_STRING default (NULL = no value) */
+    long idef, min, max;   /* OPT_INT default and range */
+    const struct opt *sub; /* OPT_TABLE members */
 };
 
 #define OFF(field) offsetof(struct config, field)
-#define STR(n, f, d) {n, OPT_STRING, OFF(f), d, 0, 0, 0, NULL}
-#define INT(n, f, d, lo, hi) {n, OPT_INT, OFF(f), NULL, d, lo, hi, NULL}
-#define END {NULL, 0, 0, NULL, 0, 0, 0, NULL}
+#define STR(n, f, d)                                                                               \
+    {                                                                                              \
+        n, OPT_STRING, OFF(f), d, 0, 0, 0, NULL                                                    \
+    }
+#define INT(n, f, d, lo, hi)                                                                       \
+    {                                                                                              \
+        n, OPT_INT, OFF(f), NULL, d, lo, hi, NULL                                                  \
+    }
+#define END                                                                                        \
+    {                                                                                              \
+        NULL, 0, 0, NULL, 0, 0, 0, NULL                                                            \
+    }
 
 /* Every option, its type, default and range: the one place they are declared. */
 static const struct opt kafka_opts[] = {
@@ -136,8 +145,8 @@ static bool read_strlist(struct loader *ld, const char *path, struct strlist *ou
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     lua_pushnil(L);
     while (lua_next(L, -2)) {
-        bool is_index = lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 &&
-                        lua_tointeger(L, -2) <= n;
+        bool is_index =
+            lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= n;
         lua_pop(L, 1);
         if (!is_index) {
             problem(ld, path, "expected a list of strings, found a non-index key");
@@ -180,8 +189,7 @@ static void read_kv(struct loader *ld, const char *path, struct kvlist *out)
             else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
                 v = lua_tostring(L, -1); /* converts numbers in place: key stays a string */
             if (!v) {
-                problem(ld, path, "%s: expected a string, number or boolean",
-                        lua_tostring(L, -2));
+                problem(ld, path, "%s: expected a string, number or boolean", lua_tostring(L, -2));
             } else {
                 out->items = xrealloc(out->items, (out->n + 1) * sizeof(struct kv));
                 out->items[out->n].key = xstrdup(lua_tostring(L, -2));
@@ -218,9 +226,12 @@ static void read_tokens(struct loader *ld, const char *path)
         while (lua_next(L, -2)) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
             char **dst = NULL;
-            if (strcmp(k, "name") == 0) dst = &t->name;
-            else if (strcmp(k, "token") == 0) dst = &t->token;
-            else if (strcmp(k, "role") == 0) dst = &t->role;
+            if (strcmp(k, "name") == 0)
+                dst = &t->name;
+            else if (strcmp(k, "token") == 0)
+                dst = &t->token;
+            else if (strcmp(k, "role") == 0)
+                dst = &t->role;
             if (dst) {
                 if (lua_type(L, -1) != LUA_TSTRING)
                     problem(ld, where, "%s must be a string", k);
@@ -348,8 +359,7 @@ static void validate(struct loader *ld)
         for (size_t j = 0; j < i; j++)
             if (c->http.tokens[i].name && c->http.tokens[j].name &&
                 strcmp(c->http.tokens[i].name, c->http.tokens[j].name) == 0)
-                problem(ld, "http.tokens", "two tokens are named \"%s\"",
-                        c->http.tokens[i].name);
+                problem(ld, "http.tokens", "two tokens are named \"%s\"", c->http.tokens[i].name);
     if (c->policies.n == 0) problem(ld, "policies", "needs at least one policy file");
     for (size_t i = 0; i < c->policies.n; i++) {
         char *abs = resolve(c->dir, c->policies.items[i]);

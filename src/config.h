@@ -24,7 +24,7 @@ struct kvlist {
 struct api_token {
     char *name;
     char *token;
-    char *role;           /* "viewer" or "operator" */
+    char *role;             /* "viewer" or "operator" */
     struct strlist tenants; /* empty: every tenant */
 };
 

@@ -25,8 +25,10 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     (void)rk;
     /* librdkafka's syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug */
-    enum log_level lv = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO
-                                                                                    : LOG_DEBUG;
+    enum log_level lv = level <= 3   ? LOG_ERROR
+                        : level == 4 ? LOG_WARN
+                        : level <= 6 ? LOG_INFO
+                                     : LOG_DEBUG;
     /* connection churn is reported through error_cb already; keep these at debug */
     if (lv == LOG_ERROR || lv == LOG_WARN) lv = LOG_WARN;
     if (lv == LOG_INFO) lv = LOG_DEBUG;

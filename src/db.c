@@ -38,8 +38,7 @@ static void notice_quiet(void *arg, const PGresult *res)
 struct db *db_connect(const char *dsn, const char *application_name, char **err)
 {
     /* the DSN comes last so that what the operator wrote wins over these defaults */
-    const char *keys[] = {"application_name", "connect_timeout", "keepalives_idle", "dbname",
-                          NULL};
+    const char *keys[] = {"application_name", "connect_timeout", "keepalives_idle", "dbname", NULL};
     const char *vals[] = {application_name, "5", "30", dsn, NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
@@ -288,8 +287,8 @@ static const char *get_str(PGresult *res, int row, int col)
     return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-static void report_persisted(PGresult *res, struct write_stats *stats,
-                             db_persisted_fn on_persisted, void *opaque)
+static void report_persisted(PGresult *res, struct write_stats *stats, db_persisted_fn on_persisted,
+                             void *opaque)
 {
     int rows = PQntuples(res);
     stats->journal_new += (size_t)rows;
@@ -306,10 +305,9 @@ static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t 
     return exec_cols(db, "journal_insert", 12);
 }
 
-enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
-                              int policy_version, struct write_stats *stats,
-                              db_persisted_fn on_persisted, db_dlq_fn on_dlq, void *opaque,
-                              char **err)
+enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,
+                              struct write_stats *stats, db_persisted_fn on_persisted,
+                              db_dlq_fn on_dlq, void *opaque, char **err)
 {
     memset(stats, 0, sizeof *stats);
     if (!db_alive(db)) {
@@ -394,8 +392,10 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     if (dlq) {
         for (int k = 0; k < PQntuples(dlq); k++) {
             bool retry = PQgetvalue(dlq, k, 2)[0] == 't';
-            if (retry) stats->dlq_retried++;
-            else stats->dlq_new++;
+            if (retry)
+                stats->dlq_retried++;
+            else
+                stats->dlq_new++;
             if (on_dlq) on_dlq(opaque, get_i64(dlq, k, 0), get_str(dlq, k, 1), retry);
         }
     }

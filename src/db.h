@@ -31,11 +31,11 @@ struct batch_item {
 };
 
 struct write_stats {
-    size_t journal_new;  /* rows inserted into the journal */
-    size_t journal_dup;  /* records already in the journal (redelivered) */
-    size_t dlq_new;      /* rows inserted into the DLQ */
-    size_t dlq_retried;  /* retried DLQ entries that failed again */
-    size_t db_rejects;   /* rows PostgreSQL refused, moved to the DLQ */
+    size_t journal_new; /* rows inserted into the journal */
+    size_t journal_dup; /* records already in the journal (redelivered) */
+    size_t dlq_new;     /* rows inserted into the DLQ */
+    size_t dlq_retried; /* retried DLQ entries that failed again */
+    size_t db_rejects;  /* rows PostgreSQL refused, moved to the DLQ */
 };
 
 /* Called for every journal row inserted, after the transaction committed. */
@@ -52,9 +52,8 @@ enum db_result {
 /* Writes a batch in one transaction: journal rows and DLQ rows together. A row that
  * PostgreSQL rejects (constraint, data error) goes to the DLQ as db_reject and the rest
  * are written. items[].d may be changed (to_dlq, reason) for rejected rows. */
-enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
-                              int policy_version, struct write_stats *stats,
-                              db_persisted_fn on_persisted, db_dlq_fn on_dlq, void *opaque,
-                              char **err);
+enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,
+                              struct write_stats *stats, db_persisted_fn on_persisted,
+                              db_dlq_fn on_dlq, void *opaque, char **err);
 
 #endif

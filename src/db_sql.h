@@ -6,76 +6,76 @@
 /* Advisory lock key for migrations: "eventsink" folded into 63 bits. */
 #define SQL_MIGRATION_LOCK_KEY "7310575219485843001"
 
-#define SQL_MIGRATIONS_TABLE                                                                 \
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("                                         \
-    " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"                  \
+#define SQL_MIGRATIONS_TABLE                                                                       \
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("                                               \
+    " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"                        \
     " applied_at timestamptz NOT NULL DEFAULT now())"
 
 #define SQL_MIGRATION_LOCK "SELECT pg_advisory_lock(" SQL_MIGRATION_LOCK_KEY ")"
 #define SQL_MIGRATION_UNLOCK "SELECT pg_advisory_unlock(" SQL_MIGRATION_LOCK_KEY ")"
 #define SQL_MIGRATION_APPLIED "SELECT version, checksum FROM schema_migrations"
-#define SQL_MIGRATION_RECORD                                                                 \
+#define SQL_MIGRATION_RECORD                                                                       \
     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, md5($3))"
 #define SQL_MIGRATION_CHECKSUM "SELECT md5($1)"
 
 /* One batch of journal rows, one array per column. Replays take their depth from the
  * parent row; a retried DLQ entry is resolved in the same statement. */
-#define SQL_JOURNAL_INSERT                                                                   \
-    "WITH r AS ("                                                                            \
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[],"     \
-    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],"        \
-    "  $12::bigint[]) WITH ORDINALITY AS r(tenant_id, event_type, topic, kafka_partition,"   \
-    "  kafka_offset, event_key, headers, payload, replay_source, replayed_from_event_id,"    \
-    "  replay_job_id, replayed_from_dlq_id, ord)"                                           \
-    "), ins AS ("                                                                            \
-    " INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset," \
-    "  event_key, headers, payload, replay_count, replay_source, replayed_from_event_id,"    \
-    "  replay_job_id, replayed_from_dlq_id)"                                                \
-    " SELECT r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset,"         \
-    "  r.event_key, r.headers::jsonb, r.payload::jsonb,"                                     \
-    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE(p.replay_count, 0) + 1 END,"   \
-    "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id"   \
-    " FROM r LEFT JOIN event_journal p ON p.id = r.replayed_from_event_id"                   \
-    " ORDER BY r.ord"                                                                        \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                         \
-    " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"     \
-    "  replayed_from_dlq_id, replay_source"                                                 \
-    "), resolved AS ("                                                                       \
-    " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id,"       \
-    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL"           \
-    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'"             \
-    ")"                                                                                      \
-    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"        \
+#define SQL_JOURNAL_INSERT                                                                         \
+    "WITH r AS ("                                                                                  \
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[],"           \
+    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],"              \
+    "  $12::bigint[]) WITH ORDINALITY AS r(tenant_id, event_type, topic, kafka_partition,"         \
+    "  kafka_offset, event_key, headers, payload, replay_source, replayed_from_event_id,"          \
+    "  replay_job_id, replayed_from_dlq_id, ord)"                                                  \
+    "), ins AS ("                                                                                  \
+    " INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset,"     \
+    "  event_key, headers, payload, replay_count, replay_source, replayed_from_event_id,"          \
+    "  replay_job_id, replayed_from_dlq_id)"                                                       \
+    " SELECT r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset,"               \
+    "  r.event_key, r.headers::jsonb, r.payload::jsonb,"                                           \
+    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE(p.replay_count, 0) + 1 END,"         \
+    "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id"         \
+    " FROM r LEFT JOIN event_journal p ON p.id = r.replayed_from_event_id"                         \
+    " ORDER BY r.ord"                                                                              \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                               \
+    " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"           \
+    "  replayed_from_dlq_id, replay_source"                                                        \
+    "), resolved AS ("                                                                             \
+    " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id,"             \
+    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL"                 \
+    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'"                   \
+    ")"                                                                                            \
+    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"              \
     "  replayed_from_dlq_id, replay_source FROM ins ORDER BY id"
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
  * attempt on that entry (once per Kafka position) instead of adding a row. */
-#define SQL_DLQ_INSERT                                                                       \
-    "WITH r AS ("                                                                            \
-    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[],"     \
-    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[])"          \
-    "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers,"      \
-    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, ord)"                \
-    "), retried AS ("                                                                        \
-    " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now(),"    \
-    "  reason = r.reason, error = r.error, policy_version = r.policy_version,"               \
-    "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END,"          \
-    "  last_retry_topic = r.topic, last_retry_partition = r.kafka_partition,"               \
-    "  last_retry_offset = r.kafka_offset"                                                  \
-    " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition,"       \
-    "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)"   \
-    " RETURNING d.id, d.reason"                                                             \
-    "), ins AS ("                                                                            \
-    " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key,"       \
-    "  headers, raw_payload, reason, error, policy_version, tenant_id)"                      \
-    " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb,"    \
-    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id FROM r"               \
-    " WHERE r.retry_of IS NULL"                                                              \
-    "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)"           \
-    " ORDER BY r.ord"                                                                        \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                         \
-    " RETURNING id, reason"                                                                 \
-    ")"                                                                                      \
+#define SQL_DLQ_INSERT                                                                             \
+    "WITH r AS ("                                                                                  \
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[],"           \
+    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[])"                \
+    "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers,"             \
+    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, ord)"                      \
+    "), retried AS ("                                                                              \
+    " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now(),"          \
+    "  reason = r.reason, error = r.error, policy_version = r.policy_version,"                     \
+    "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END,"                 \
+    "  last_retry_topic = r.topic, last_retry_partition = r.kafka_partition,"                      \
+    "  last_retry_offset = r.kafka_offset"                                                         \
+    " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition,"             \
+    "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)"         \
+    " RETURNING d.id, d.reason"                                                                    \
+    "), ins AS ("                                                                                  \
+    " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key,"             \
+    "  headers, raw_payload, reason, error, policy_version, tenant_id)"                            \
+    " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb,"           \
+    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id FROM r"                     \
+    " WHERE r.retry_of IS NULL"                                                                    \
+    "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)"                  \
+    " ORDER BY r.ord"                                                                              \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                               \
+    " RETURNING id, reason"                                                                        \
+    ")"                                                                                            \
     " SELECT id, reason, false AS retry FROM ins UNION ALL SELECT id, reason, true FROM retried"
 
 #endif

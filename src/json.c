@@ -23,8 +23,7 @@ static bool fail(struct parser *ps, const char *msg)
 
 static void skip_ws(struct parser *ps)
 {
-    while (ps->p < ps->end &&
-           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
         ps->p++;
 }
 
@@ -69,7 +68,14 @@ static bool parse_string(struct parser *ps)
         if (ps->p >= ps->end) return fail(ps, "unterminated escape");
         c = *ps->p++;
         switch (c) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
             break;
         case 'u': {
             unsigned cp;
@@ -238,13 +244,27 @@ void json_write_string(struct buf *b, const char *s, size_t n)
         buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
-        case '"': buf_append(b, "\\\"", 2); break;
-        case '\\': buf_append(b, "\\\\", 2); break;
-        case '\n': buf_append(b, "\\n", 2); break;
-        case '\r': buf_append(b, "\\r", 2); break;
-        case '\t': buf_append(b, "\\t", 2); break;
-        case '\b': buf_append(b, "\\b", 2); break;
-        case '\f': buf_append(b, "\\f", 2); break;
+        case '"':
+            buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            buf_append(b, "\\t", 2);
+            break;
+        case '\b':
+            buf_append(b, "\\b", 2);
+            break;
+        case '\f':
+            buf_append(b, "\\f", 2);
+            break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             buf_append(b, esc, 6);

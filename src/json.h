@@ -15,13 +15,13 @@
 
 enum json_status {
     JSON_OK = 0,
-    JSON_INVALID,     /* not JSON, or nested deeper than JSON_MAX_DEPTH */
-    JSON_NUL_ESCAPE,  /* valid JSON, but a string holds \u0000, which jsonb refuses */
+    JSON_INVALID,    /* not JSON, or nested deeper than JSON_MAX_DEPTH */
+    JSON_NUL_ESCAPE, /* valid JSON, but a string holds \u0000, which jsonb refuses */
 };
 
 struct json_info {
-    bool is_object;   /* the top-level value is an object */
-    size_t error_at;  /* byte offset of the first error */
+    bool is_object;    /* the top-level value is an object */
+    size_t error_at;   /* byte offset of the first error */
     const char *error; /* static message for the first error */
 };
 

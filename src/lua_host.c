@@ -20,9 +20,9 @@ struct lua_host {
     struct lua_host_limits limits;
     enum lua_host_env env;
     size_t mem_used;
-    long instructions;  /* counted in the current call */
-    bool tripped;       /* the budget ran out in the current call: keep raising */
-    bool mem_refused;   /* an allocation was refused in the current call */
+    long instructions; /* counted in the current call */
+    bool tripped;      /* the budget ran out in the current call: keep raising */
+    bool mem_refused;  /* an allocation was refused in the current call */
 };
 
 static struct lua_host *host_of(lua_State *L)
@@ -61,7 +61,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     struct lua_host *h = host_of(L);
     h->instructions += HOOK_STEP;
-    if (h->tripped || (h->limits.max_instructions && h->instructions > h->limits.max_instructions)) {
+    if (h->tripped ||
+        (h->limits.max_instructions && h->instructions > h->limits.max_instructions)) {
         /* fire on every instruction from now on, so a pcall inside the script cannot
          * swallow the error and carry on */
         h->tripped = true;
@@ -113,8 +114,7 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     }
     lua_pop(L, 1);
     if (rc == LUA_ERRMEM || h->mem_refused) lua_gc(L, LUA_GCCOLLECT);
-    if (err)
-        *err = xstrdup(buf_cstr(&msg));
+    if (err) *err = xstrdup(buf_cstr(&msg));
     buf_free(&msg);
     h->tripped = false;
     return false;
@@ -219,9 +219,12 @@ static int setup_env(lua_State *L)
 {
     struct lua_host *h = host_of(L);
     static const luaL_Reg libs[] = {
-        {LUA_GNAME, luaopen_base},        {LUA_STRLIBNAME, luaopen_string},
-        {LUA_TABLIBNAME, luaopen_table},  {LUA_MATHLIBNAME, luaopen_math},
-        {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
+        {LUA_GNAME, luaopen_base},
+        {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},
+        {LUA_COLIBNAME, luaopen_coroutine},
         {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {

@@ -146,16 +146,18 @@ static void batch_abandon(struct pipeline *p)
         rd_kafka_message_destroy(m);
     }
     p->nheld = 0;
-    if (p->n) log_warn("dropping an unwritten batch of %zu event(s) without committing: Kafka "
-                       "delivers them again", p->n);
+    if (p->n)
+        log_warn("dropping an unwritten batch of %zu event(s) without committing: Kafka "
+                 "delivers them again",
+                 p->n);
     batch_clear(p);
     consumer_seek(p->consumer, back);
     rd_kafka_topic_partition_list_destroy(back);
 }
 
 static void on_persisted(void *opaque, int64_t id, const char *tenant, const char *event_type,
-                         const char *topic, int replay_count, int64_t from_event,
-                         int64_t from_dlq, const char *source)
+                         const char *topic, int replay_count, int64_t from_event, int64_t from_dlq,
+                         const char *source)
 {
     (void)opaque;
     (void)topic;
@@ -181,7 +183,8 @@ static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
     (void)opaque;
     if (retry)
         log_warn("DLQ entry %" PRId64 " was retried and failed again (%s); counted one more "
-                 "attempt", id, reason);
+                 "attempt",
+                 id, reason);
     else
         log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")", reason, id);
 }
@@ -209,7 +212,8 @@ static void commit_offsets(struct pipeline *p)
     if (!consumer_commit(p->consumer, offs, &err)) {
         /* harmless for the data: the rows are in PostgreSQL and writes are idempotent */
         log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
-                 "redelivery will be skipped", err);
+                 "redelivery will be skipped",
+                 err);
         free(err);
     }
     rd_kafka_topic_partition_list_destroy(offs);
@@ -240,9 +244,8 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
     for (;;) {
         char *err = NULL;
         struct write_stats st;
-        if (ensure_db(p, &err) &&
-            db_write_batch(p->db, p->items, p->n, p->policy_version, &st, on_persisted, on_dlq,
-                           p, &err) == DB_OK) {
+        if (ensure_db(p, &err) && db_write_batch(p->db, p->items, p->n, p->policy_version, &st,
+                                                 on_persisted, on_dlq, p, &err) == DB_OK) {
             ok = true;
             free(err);
             break;

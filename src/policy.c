@@ -44,8 +44,7 @@ static void push_runtime_fn(struct policy_set *ps, const char *name)
 }
 
 struct policy_set *policy_set_load(const struct strlist *files,
-                                   const struct lua_host_limits *limits, int version,
-                                   char **err)
+                                   const struct lua_host_limits *limits, int version, char **err)
 {
     struct policy_set *ps = xcalloc(1, sizeof *ps);
     ps->version = version;
@@ -79,18 +78,18 @@ struct policy_set *policy_set_load(const struct strlist *files,
             lua_pop(L, 1);
             goto error;
         }
-        lua_pushvalue(L, -1);                 /* [chunk, env, env] */
-        lua_setupvalue(L, -3, 1);             /* chunk's _ENV = env: [chunk, env] */
-        lua_insert(L, -2);                    /* [env, chunk] */
+        lua_pushvalue(L, -1);                       /* [chunk, env, env] */
+        lua_setupvalue(L, -3, 1);                   /* chunk's _ENV = env: [chunk, env] */
+        lua_insert(L, -2);                          /* [env, chunk] */
         if (!lua_host_pcall(ps->host, 0, 1, err)) { /* [env, result] */
             lua_pop(L, 1);
             goto error;
         }
-        push_runtime_fn(ps, "install");       /* [env, result, install] */
-        lua_insert(L, -3);                    /* [install, env, result] */
-        lua_pushstring(L, path);              /* [install, env, result, path] */
-        lua_insert(L, -3);                    /* [install, path, env, result] */
-        lua_insert(L, -2);                    /* [install, path, result, env] */
+        push_runtime_fn(ps, "install"); /* [env, result, install] */
+        lua_insert(L, -3);              /* [install, env, result] */
+        lua_pushstring(L, path);        /* [install, env, result, path] */
+        lua_insert(L, -3);              /* [install, path, env, result] */
+        lua_insert(L, -2);              /* [install, path, result, env] */
         if (!lua_host_pcall(ps->host, 3, 0, err)) goto error;
     }
     push_runtime_fn(ps, "finish");
@@ -158,9 +157,9 @@ static char *opt_string(lua_State *L, int idx)
     return xstrndup(s, n);
 }
 
-static const char *const reasons[] = {"invalid_json",   "invalid_utf8", "nul_character",
-                                      "too_large",      "missing_tenant", "policy_error",
-                                      "policy_route",   "db_reject",    NULL};
+static const char *const reasons[] = {"invalid_json", "invalid_utf8",   "nul_character",
+                                      "too_large",    "missing_tenant", "policy_error",
+                                      "policy_route", "db_reject",      NULL};
 
 static const char *static_reason(const char *s)
 {

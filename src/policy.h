@@ -13,22 +13,21 @@
 struct policy_set;
 
 struct decision {
-    char *tenant_id;      /* NULL when unknown */
+    char *tenant_id; /* NULL when unknown */
     char *event_type;
-    char *replay_source;  /* NULL for an original */
+    char *replay_source;            /* NULL for an original */
     int64_t replayed_from_event_id; /* 0 when none */
     int64_t replayed_from_dlq_id;   /* 0 when none */
     int64_t replay_job_id;          /* 0 when none */
     bool to_dlq;
-    const char *reason;   /* DLQ reason code (static) when to_dlq */
-    char *detail;         /* DLQ detail (malloc'd) or NULL */
+    const char *reason; /* DLQ reason code (static) when to_dlq */
+    char *detail;       /* DLQ detail (malloc'd) or NULL */
 };
 
 /* Compiles and installs every file in a fresh state. On failure returns NULL and sets
  * *err (malloc'd) to the first error, with the file and line. */
 struct policy_set *policy_set_load(const struct strlist *files,
-                                   const struct lua_host_limits *limits, int version,
-                                   char **err);
+                                   const struct lua_host_limits *limits, int version, char **err);
 void policy_set_destroy(struct policy_set *ps);
 int policy_set_version(const struct policy_set *ps);
 

@@ -5,8 +5,7 @@
 #include "json.h"
 #include "utf8.h"
 
-const char *record_check(const struct record *r, size_t max_bytes, bool *is_object,
-                         char **detail)
+const char *record_check(const struct record *r, size_t max_bytes, bool *is_object, char **detail)
 {
     struct buf d = {0};
     const char *reason = NULL;

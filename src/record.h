@@ -31,8 +31,7 @@ struct record {
 /* Returns NULL when the value can go to the journal, else the DLQ reason code
  * ("too_large", "invalid_utf8", "invalid_json", "nul_character") with *detail (malloc'd)
  * saying what and where. *is_object tells whether the value is a JSON object. */
-const char *record_check(const struct record *r, size_t max_bytes, bool *is_object,
-                         char **detail);
+const char *record_check(const struct record *r, size_t max_bytes, bool *is_object, char **detail);
 
 /* Text for bytes that must be stored in a text or jsonb column: the bytes themselves when
  * they are valid UTF-8 without NUL, else "\x" and their hex (PostgreSQL's bytea notation).
