@@ -22,31 +22,31 @@ deps:
 
 build/gen/assets_gen.c: $(ASSETS) scripts/gen-assets.sh
 	@mkdir -p $(@D)
-	scripts/gen-assets.sh $@ $(ASSETS)
+	@echo "  GEN   $@"; scripts/gen-assets.sh $@ $(ASSETS)
 
 build/obj/assets_gen.o: build/gen/assets_gen.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC    $<"; $(CC) $(CFLAGS) -c -o $@ $<
 build/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC    $<"; $(CC) $(CFLAGS) -c -o $@ $<
 build/eventsink: build/obj/main.o $(OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 build/asan/obj/assets_gen.o: build/gen/assets_gen.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+	@echo "  CC    $< (asan)"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 build/asan/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+	@echo "  CC    $< (asan)"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 build/asan/eventsink: build/asan/obj/main.o $(ASAN_OBJ)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
 asan: build/asan/eventsink
 
 # unit tests (cmocka), built and run under ASan+UBSan
 build/asan/unit/%: tests/unit/%.c $(ASAN_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
+	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
 unit: $(UNIT:tests/unit/%.c=build/asan/unit/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 

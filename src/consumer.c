@@ -3,11 +3,17 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <lauxlib.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "assets.h"
 #include "buf.h"
 #include "log.h"
+#include "lua_host.h"
+#include "metrics.h"
+#include "status.h"
 
 struct consumer {
     rd_kafka_t *rk;
@@ -18,7 +24,10 @@ struct consumer {
     void *opaque;
     bool paused;
     bool closed;
+    bool close_timed_out;
     atomic_bool kafka_up;
+    struct lua_host *stats; /* reads librdkafka's statistics JSON (lua/kafka_stats.lua) */
+    int stats_fn;           /* registry reference to the reader function */
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -41,6 +50,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     struct consumer *c = opaque;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         atomic_store(&c->kafka_up, false);
+        status_set_kafka_up(false);
         log_warn("kafka: all brokers are down (%s); consumption waits and resumes by itself",
                  reason);
         return;
@@ -52,13 +62,52 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     log_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
+/* Runs in the consumer thread, from consumer_poll(). */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     (void)rk;
-    (void)json;
-    (void)len;
-    (void)opaque;
-    return 0;
+    struct consumer *c = opaque;
+    if (!c->stats) return 0;
+    lua_State *L = lua_host_state(c->stats);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->stats_fn);
+    lua_pushlstring(L, json, len);
+    char *err = NULL;
+    if (!lua_host_pcall(c->stats, 1, 2, &err)) {
+        log_warn("kafka: cannot read librdkafka statistics: %s", err);
+        free(err);
+        return 0;
+    }
+    bool up = lua_toboolean(L, -2);
+    atomic_store(&c->kafka_up, up);
+    status_set_kafka_up(up);
+    metrics_lag_begin();
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_rawgeti(L, -3, 3);
+        if (lua_type(L, -3) == LUA_TSTRING)
+            metrics_lag_set(lua_tostring(L, -3), (int32_t)lua_tointeger(L, -2),
+                            (int64_t)lua_tointeger(L, -1));
+        lua_pop(L, 4);
+    }
+    metrics_lag_end();
+    lua_pop(L, 2);
+    return 0; /* librdkafka frees json */
+}
+
+static bool start_stats_reader(struct consumer *c, char **err)
+{
+    struct lua_host_limits lim = {.max_memory_bytes = 64 << 20, .max_instructions = 0};
+    c->stats = lua_host_create(&lim, LUA_HOST_POLICY, err);
+    const struct asset *a = asset_find("lua/kafka_stats.lua");
+    if (!c->stats || !a) return false;
+    if (!lua_host_load(c->stats, a->data, a->len, "@lua/kafka_stats.lua", err) ||
+        !lua_host_pcall(c->stats, 0, 1, err))
+        return false;
+    c->stats_fn = luaL_ref(lua_host_state(c->stats), LUA_REGISTRYINDEX);
+    return true;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -139,6 +188,8 @@ struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on
     c->on_revoke = on_revoke;
     c->opaque = opaque;
     atomic_init(&c->kafka_up, true);
+    status_set_kafka_up(true);
+    if (!start_stats_reader(c, err)) goto error;
     bool embedded = strcmp(cfg->kafka.brokers, "embedded") == 0;
     if (embedded && !start_embedded(c, cfg, err)) goto error;
 
@@ -153,8 +204,8 @@ struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on
         {"client.id", "eventsink"},
         {"reconnect.backoff.max.ms", "2000"},
         {"queued.max.messages.kbytes", "65536"},
-        {"statistics.interval.ms", "5000"},
-        {"session.timeout.ms", embedded ? "6000" : "45000"},
+        {"statistics.interval.ms", "2000"},
+        {"session.timeout.ms", embedded ? "6000" : "10000"},
         {"heartbeat.interval.ms", embedded ? "1000" : "3000"},
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
@@ -205,26 +256,51 @@ error:
     return NULL;
 }
 
-void consumer_close(struct consumer *c)
+void consumer_close(struct consumer *c, int timeout_ms)
 {
     if (!c || !c->rk || c->closed) return;
     c->closed = true;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-    if (e) log_warn("kafka: leaving the consumer group: %s", rd_kafka_err2str(e));
+    /* asynchronous, so that a broker that does not answer cannot hold the exit past the
+     * deadline (a plain close may block for session.timeout.ms) */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+    if (e) {
+        log_warn("kafka: leaving the consumer group: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            if (rd_kafka_consumer_closed(c->rk)) break;
+            rd_kafka_queue_poll_callback(q, 100); /* serves the revoke callback */
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            if (ms >= timeout_ms) {
+                log_warn("kafka: the group did not confirm the leave within %d ms; the broker "
+                         "will notice at session timeout",
+                         timeout_ms);
+                c->close_timed_out = true;
+                break;
+            }
+        }
+    }
+    rd_kafka_queue_destroy(q);
 }
 
 void consumer_destroy(struct consumer *c)
 {
     if (!c) return;
     if (c->rk) {
-        consumer_close(c);
-        rd_kafka_destroy(c->rk);
+        consumer_close(c, 5000);
+        rd_kafka_destroy_flags(c->rk, c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE
+                                                         : 0);
         c->rk = NULL;
     }
     if (c->mock) rd_kafka_mock_cluster_destroy(c->mock);
     c->mock = NULL;
     if (c->mock_owner) rd_kafka_destroy(c->mock_owner);
     c->mock_owner = NULL;
+    lua_host_destroy(c->stats);
     free(c->bootstrap);
     free(c);
 }

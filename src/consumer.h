@@ -34,8 +34,8 @@ void consumer_pause(struct consumer *c, bool pause);
 /* Moves the fetch position of each listed partition that is still assigned. */
 void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions);
 
-/* Leaves the group (revoking, so the pipeline flushes first). */
-void consumer_close(struct consumer *c);
+/* Leaves the group (revoking, so the pipeline flushes first), waiting at most timeout_ms. */
+void consumer_close(struct consumer *c, int timeout_ms);
 
 /* True while at least one broker connection is up (from librdkafka's error events). */
 bool consumer_kafka_up(struct consumer *c);

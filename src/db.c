@@ -18,6 +18,8 @@ struct db {
     struct buf scratch;
 };
 
+static bool exec_ok(struct db *db, const char *sql, char **err);
+
 static char *pg_error(PGconn *conn, PGresult *res, const char *what)
 {
     struct buf m = {0};
@@ -66,6 +68,11 @@ void db_close(struct db *db)
 bool db_alive(struct db *db)
 {
     return db && db->conn && PQstatus(db->conn) == CONNECTION_OK;
+}
+
+bool db_ping(struct db *db)
+{
+    return exec_ok(db, "SELECT 1", NULL) && db_alive(db);
 }
 
 PGconn *db_conn(struct db *db)

@@ -17,6 +17,8 @@ struct db;
 struct db *db_connect(const char *dsn, const char *application_name, char **err);
 void db_close(struct db *db);
 bool db_alive(struct db *db);
+/* Runs a trivial query: true when the server answers. */
+bool db_ping(struct db *db);
 PGconn *db_conn(struct db *db);
 
 /* Applies the migrations in sql/ not yet recorded in schema_migrations, each in its own

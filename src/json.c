@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "utf8.h"
+
 struct parser {
     const unsigned char *p;
     const unsigned char *end;
@@ -232,11 +234,9 @@ enum json_status json_check(const char *p, size_t n, struct json_info *info)
     return ps.status;
 }
 
-void json_write_string(struct buf *b, const char *s, size_t n)
+static void write_escaped(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    buf_reserve(b, n + 2);
-    buf_putc(b, '"');
     size_t run = 0; /* bytes copied verbatim in one go */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -244,27 +244,13 @@ void json_write_string(struct buf *b, const char *s, size_t n)
         buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
-        case '"':
-            buf_append(b, "\\\"", 2);
-            break;
-        case '\\':
-            buf_append(b, "\\\\", 2);
-            break;
-        case '\n':
-            buf_append(b, "\\n", 2);
-            break;
-        case '\r':
-            buf_append(b, "\\r", 2);
-            break;
-        case '\t':
-            buf_append(b, "\\t", 2);
-            break;
-        case '\b':
-            buf_append(b, "\\b", 2);
-            break;
-        case '\f':
-            buf_append(b, "\\f", 2);
-            break;
+        case '"': buf_append(b, "\\\"", 2); break;
+        case '\\': buf_append(b, "\\\\", 2); break;
+        case '\n': buf_append(b, "\\n", 2); break;
+        case '\r': buf_append(b, "\\r", 2); break;
+        case '\t': buf_append(b, "\\t", 2); break;
+        case '\b': buf_append(b, "\\b", 2); break;
+        case '\f': buf_append(b, "\\f", 2); break;
         default: {
             char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             buf_append(b, esc, 6);
@@ -272,6 +258,21 @@ void json_write_string(struct buf *b, const char *s, size_t n)
         }
     }
     buf_append(b, s + run, n - run);
+}
+
+void json_write_string(struct buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n + 2);
+    buf_putc(b, '"');
+    size_t bad;
+    while (!utf8_valid(s, n, &bad)) {
+        /* keep the output valid JSON whatever the input: U+FFFD for each bad byte */
+        write_escaped(b, s, bad);
+        buf_append(b, "\\ufffd", 6);
+        s += bad + 1;
+        n -= bad + 1;
+    }
+    write_escaped(b, s, n);
     buf_putc(b, '"');
 }
 

@@ -27,7 +27,8 @@ struct json_info {
 
 enum json_status json_check(const char *p, size_t n, struct json_info *info);
 
-/* Appends s (valid UTF-8, n bytes) as a quoted JSON string. */
+/* Appends s (n bytes) as a quoted JSON string; bytes that are not valid UTF-8 become
+ * U+FFFD, so the output is always valid JSON. */
 void json_write_string(struct buf *b, const char *s, size_t n);
 /* Appends a quoted JSON string, or null when s is NULL. */
 void json_write_cstr(struct buf *b, const char *s);

@@ -9,8 +9,11 @@
 #include "buf.h"
 #include "consumer.h"
 #include "db.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
+#include "status.h"
 #include "record.h"
 
 volatile sig_atomic_t pipeline_stop_requested = 0;
@@ -19,6 +22,7 @@ volatile sig_atomic_t pipeline_reload_requested = 0;
 #define SHUTDOWN_FLUSH_MS 8000 /* SIGTERM: the contract allows 10 s in all */
 #define REVOKE_FLUSH_MS 5000
 #define BACKOFF_MAX_MS 5000
+#define IDLE_PING_MS 2000
 
 struct slot {
     rd_kafka_message_t *msg;
@@ -160,10 +164,9 @@ static void on_persisted(void *opaque, int64_t id, const char *tenant, const cha
                          const char *source)
 {
     (void)opaque;
-    (void)topic;
     (void)replay_count;
-    (void)source;
     (void)id;
+    metrics_events_persisted(topic, source != NULL, 1);
     if (!log_enabled(LOG_INFO)) return;
     const char *type = event_type ? event_type : "event";
     if (from_event)
@@ -181,6 +184,7 @@ static void on_persisted(void *opaque, int64_t id, const char *tenant, const cha
 static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
 {
     (void)opaque;
+    metrics_dlq_event(reason, 1);
     if (retry)
         log_warn("DLQ entry %" PRId64 " was retried and failed again (%s); counted one more "
                  "attempt",
@@ -236,6 +240,16 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
         policy_decide(p->policies, r, bad, detail, &it->d);
     }
 
+    /* consumed, counted per topic (a batch rarely spans more than a few) */
+    for (size_t i = 0; i < p->n;) {
+        const char *t = p->slots[i].rec.topic;
+        size_t j = i;
+        while (j < p->n && strcmp(p->slots[j].rec.topic, t) == 0)
+            j++;
+        metrics_events_consumed(t, j - i);
+        i = j;
+    }
+    int64_t t0 = now_ms();
     int backoff = 100;
     bool ok = false;
     bool paused = false;
@@ -248,8 +262,10 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
                                                  on_persisted, on_dlq, p, &err) == DB_OK) {
             ok = true;
             free(err);
+            status_set_postgres_up(true);
             break;
         }
+        status_set_postgres_up(false);
         log_warn("PostgreSQL unavailable (%s); holding a batch of %zu event(s), offsets not "
                  "committed, retrying in %d ms",
                  err ? err : "?", p->n, backoff);
@@ -282,6 +298,7 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
     }
     if (paused) log_info("PostgreSQL is back; the held batch is written");
     commit_offsets(p);
+    metrics_batch(p->n, (double)(now_ms() - t0) / 1000.0);
     batch_clear(p);
     return true;
 }
@@ -317,12 +334,16 @@ static void reload_policies(struct pipeline *p)
     if (!ps) {
         log_error("policy reload failed, the previous policies (version %d) stay: %s",
                   p->policy_version, err);
+        status_policies_failed(err);
+        metrics_policy_reload(false);
         free(err);
         return;
     }
     policy_set_destroy(p->policies);
     p->policies = ps;
     p->policy_version++;
+    status_policies_loaded(p->policy_version, p->cfg->policies.items, p->cfg->policies.n);
+    metrics_policy_reload(true);
     log_info("policies reloaded: version %d", p->policy_version);
 }
 
@@ -341,6 +362,14 @@ int pipeline_run(struct config *cfg)
         free(err);
         return 2;
     }
+    status_policies_loaded(1, cfg->policies.items, cfg->policies.n);
+    struct http_server *http = http_start(cfg, &err);
+    if (!http) {
+        log_error("cannot start the HTTP API: %s", err);
+        free(err);
+        policy_set_destroy(p->policies);
+        return 1;
+    }
 
     /* PostgreSQL first: the schema must be there before any event is taken */
     int backoff = 500;
@@ -348,8 +377,10 @@ int pipeline_run(struct config *cfg)
         int applied = 0;
         if (ensure_db(p, &err) && db_migrate(p->db, &applied, &err)) {
             if (applied) log_info("applied %d migration(s)", applied);
+            status_set_postgres_up(true);
             break;
         }
+        status_set_postgres_up(false);
         log_warn("PostgreSQL not ready (%s); retrying in %d ms", err, backoff);
         free(err);
         err = NULL;
@@ -377,7 +408,15 @@ int pipeline_run(struct config *cfg)
              cfg->kafka.group_id, p->policy_version);
     buf_free(&topics);
 
+    int64_t last_ping = now_ms();
     while (!pipeline_stop_requested) {
+        if (p->n == 0 && now_ms() - last_ping >= IDLE_PING_MS) {
+            /* keep /health and the postgres_up metric true while no event flows */
+            char *perr = NULL;
+            status_set_postgres_up(ensure_db(p, &perr) && db_ping(p->db));
+            free(perr);
+            last_ping = now_ms();
+        }
         if (pipeline_reload_requested && p->n == 0) {
             pipeline_reload_requested = 0;
             reload_policies(p);
@@ -394,8 +433,10 @@ int pipeline_run(struct config *cfg)
             flush(p, 0, true);
     }
     log_info("stopping: writing the batch in flight and committing");
-    flush(p, now_ms() + SHUTDOWN_FLUSH_MS, true);
-    consumer_close(p->consumer);
+    int64_t stop_at = now_ms() + SHUTDOWN_FLUSH_MS;
+    flush(p, stop_at, true);
+    int64_t left = stop_at - now_ms();
+    consumer_close(p->consumer, left < 1000 ? 1000 : (int)left);
     rc = 0;
     log_info("eventsink stopped");
 out:
@@ -410,5 +451,6 @@ out:
     free(p->items);
     db_close(p->db);
     policy_set_destroy(p->policies);
+    http_stop(http);
     return rc;
 }

@@ -619,8 +619,11 @@ def render_config(cfg: dict, extra_config: str | None = None) -> str:
 # logs
 # --------------------------------------------------------------------------------------
 
-# text format: "<ts> <level> <message>"; json format: {"level":"error",...}
-_ERROR_LINE = re.compile(r'^\S+\s+error\s|"level"\s*:\s*"error"|ERROR')
+# An error line: the level column of the text format ("<ts> error <message>"), the level of
+# the json format, or a line that starts with ERROR (sanitizers, aborts). A warn line that
+# quotes PostgreSQL's "ERROR:  ..." is not one.
+_ERROR_LINE = re.compile(r'^\S+\s+(?:error|ERROR|fatal|FATAL)\b|"level"\s*:\s*"(?:error|fatal)"'
+                         r'|^(?:==\d+==)?ERROR\b')
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
                      "ThreadSanitizer", "MemorySanitizer", "runtime error:")
 PERSISTED_RE = re.compile(r"Persisted (?!REPLAYED)(\S+) for tenant (\S+)")

@@ -543,7 +543,7 @@ def test_check_rejects_a_broken_policy(sink_factory_offline, tmp_path):
 
 
 def test_the_service_refuses_a_bad_configuration(sink_factory_offline):
-    conf = offline_conf(sink_factory_offline, extra="c.batch.max_events = 'lots'")
+    conf = offline_conf(sink_factory_offline, extra="c.batch = { max_events = 'lots' }")
     r = run_cli("-c", str(conf), timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "batch.max_events" in r.stdout + r.stderr

@@ -1,0 +1,140 @@
+/* The read side of the operator API (CONTRACT section 5): health, events, lineage, the
+ * dead-letter queue and the loaded policies. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_sql.h"
+#include "http.h"
+#include "status.h"
+
+static void h_health(struct http_req *rq, struct http_resp *rs)
+{
+    (void)rq;
+    buf_printf(&rs->body,
+               "{\"status\":\"ok\",\"postgres\":\"%s\",\"kafka\":\"%s\",\"policy_version\":%d}",
+               status_postgres_up() ? "up" : "down", status_kafka_up() ? "up" : "down",
+               status_policy_version());
+}
+
+static void h_ready(struct http_req *rq, struct http_resp *rs)
+{
+    /* PostgreSQL is asked now; Kafka's state comes from the consumer's broker connections */
+    const char *why = NULL;
+    bool pg = false;
+    PGconn *c = db_pool_get(rq->pool, 1000, &why);
+    if (c) {
+        PGresult *res = PQexec(c, SQL_PING);
+        pg = PQresultStatus(res) == PGRES_TUPLES_OK;
+        PQclear(res);
+        db_pool_put(rq->pool, c);
+    }
+    bool kafka = status_kafka_up();
+    rs->status = pg && kafka ? 200 : 503;
+    buf_printf(&rs->body, "{\"ready\":%s,\"postgres\":\"%s\",\"kafka\":\"%s\"}",
+               pg && kafka ? "true" : "false", pg ? "up" : "down", kafka ? "up" : "down");
+}
+
+/* Reads ?limit= (1..max, default def). False (with a 400 answer) when out of range. */
+static bool get_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16])
+{
+    const char *l = http_query(rq, "limit");
+    int64_t v = def;
+    if (l && (!http_parse_id(l, &v) || v > max)) {
+        http_error(rs, 400, "bad_request", "limit must be an integer from 1 to %d", max);
+        return false;
+    }
+    snprintf(out, 16, "%d", (int)v);
+    return true;
+}
+
+/* An optional text filter: absent or empty is no filter. */
+static const char *filter(struct http_req *rq, const char *name)
+{
+    const char *v = http_query(rq, name);
+    return v && *v ? v : NULL;
+}
+
+static void h_events_latest(struct http_req *rq, struct http_resp *rs)
+{
+    char limit[16];
+    if (!get_limit(rq, rs, 20, 1000, limit)) return;
+    const char *replayed = filter(rq, "replayed");
+    if (replayed && strcmp(replayed, "true") != 0 && strcmp(replayed, "false") != 0) {
+        http_error(rs, 400, "bad_request", "replayed must be true or false");
+        return;
+    }
+    const char *params[] = {limit, filter(rq, "tenant"), filter(rq, "topic"), replayed,
+                            rq->tenant_scope};
+    http_query_json(rq, rs, SQL_EVENTS_LATEST, 5, params, NULL);
+}
+
+static bool path_id(struct http_req *rq, struct http_resp *rs, const char *what)
+{
+    int64_t id;
+    if (http_parse_id(rq->path_args[0], &id)) return true;
+    http_error(rs, 400, "bad_request", "%s id must be a positive integer, not \"%s\"", what,
+               rq->path_args[0]);
+    return false;
+}
+
+static void h_event(struct http_req *rq, struct http_resp *rs)
+{
+    if (!path_id(rq, rs, "event")) return;
+    const char *params[] = {rq->path_args[0], rq->tenant_scope};
+    http_query_json(rq, rs, SQL_EVENT_ONE, 2, params, "no such event");
+}
+
+static void h_lineage(struct http_req *rq, struct http_resp *rs)
+{
+    if (!path_id(rq, rs, "event")) return;
+    const char *params[] = {rq->path_args[0], rq->tenant_scope};
+    http_query_json(rq, rs, SQL_EVENT_LINEAGE, 2, params, "no such event");
+}
+
+static void h_dlq_list(struct http_req *rq, struct http_resp *rs)
+{
+    char limit[16];
+    if (!get_limit(rq, rs, 50, 1000, limit)) return;
+    const char *status = filter(rq, "status");
+    static const char *const statuses[] = {"pending", "retrying", "resolved", "discarded", NULL};
+    if (status) {
+        bool known = false;
+        for (const char *const *s = statuses; *s && !known; s++)
+            known = strcmp(*s, status) == 0;
+        if (!known) {
+            http_error(rs, 400, "bad_request",
+                       "status must be pending, retrying, resolved or discarded");
+            return;
+        }
+    }
+    const char *params[] = {limit,           status,           filter(rq, "reason"),
+                            filter(rq, "topic"), filter(rq, "tenant"), rq->tenant_scope};
+    http_query_json(rq, rs, SQL_DLQ_LIST, 6, params, NULL);
+}
+
+static void h_dlq_one(struct http_req *rq, struct http_resp *rs)
+{
+    if (!path_id(rq, rs, "DLQ entry")) return;
+    const char *params[] = {rq->path_args[0], rq->tenant_scope};
+    http_query_json(rq, rs, SQL_DLQ_ONE, 2, params, "no such DLQ entry");
+}
+
+static void h_policies(struct http_req *rq, struct http_resp *rs)
+{
+    (void)rq;
+    status_policies_json(&rs->body);
+}
+
+/* Order matters where patterns overlap: fixed segments before {id}. */
+const struct http_route api_routes[] = {
+    {"GET", "/health", true, h_health},
+    {"GET", "/ready", true, h_ready},
+    {"GET", "/events/latest", false, h_events_latest},
+    {"GET", "/events/{id}/lineage", false, h_lineage},
+    {"GET", "/events/{id}", false, h_event},
+    {"GET", "/dlq", false, h_dlq_list},
+    {"GET", "/dlq/{id}", false, h_dlq_one},
+    {"GET", "/admin/policies", false, h_policies},
+    {NULL, NULL, false, NULL},
+};

@@ -1,0 +1,473 @@
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pgarray.h"
+
+#define MAX_CONNECTIONS 256
+#define PER_IP_CONNECTIONS 64
+#define CONNECTION_TIMEOUT_S 30
+#define POOL_SIZE 8
+#define POOL_WAIT_MS 3000
+#define STATEMENT_TIMEOUT_MS 10000
+
+struct http_server {
+    const struct config *cfg;
+    struct MHD_Daemon *api;
+    struct MHD_Daemon *metrics;
+    struct db_pool *pool;
+    unsigned char (*token_hashes)[32]; /* sha256 of each configured token */
+    char **tenant_scopes;              /* per token: text[] literal or NULL */
+};
+
+struct conn_state {
+    struct http_req rq;
+    int64_t start_us;
+    bool rejected; /* a response was queued before the body was read */
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sha256(const void *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+/* ---- helpers for handlers ---------------------------------------------------------------- */
+
+const char *http_query(struct http_req *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_header(struct http_req *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+void http_error(struct http_resp *rs, int status, const char *code, const char *fmt, ...)
+{
+    struct buf msg = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    rs->status = status;
+    buf_reset(&rs->body);
+    buf_puts(&rs->body, "{\"error\":");
+    json_write_cstr(&rs->body, code);
+    buf_puts(&rs->body, ",\"message\":");
+    json_write_string(&rs->body, msg.data ? msg.data : "", msg.len);
+    buf_putc(&rs->body, '}');
+    buf_free(&msg);
+}
+
+bool http_parse_id(const char *s, int64_t *out)
+{
+    if (!s || !*s || strlen(s) > 18) return false;
+    int64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return false;
+        v = v * 10 + (*p - '0');
+    }
+    if (v <= 0) return false;
+    *out = v;
+    return true;
+}
+
+void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
+                     const char *const *params, const char *not_found_msg)
+{
+    const char *why = NULL;
+    PGconn *c = db_pool_get(rq->pool, POOL_WAIT_MS, &why);
+    if (!c) {
+        http_error(rs, 503, "postgres_unavailable", "%s", why);
+        return;
+    }
+    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorMessage(res);
+        if (state && strncmp(state, "22", 2) == 0) {
+            /* a value the handler passed through was refused by PostgreSQL */
+            http_error(rs, 400, "bad_request", "%s", msg);
+        } else if (PQstatus(c) != CONNECTION_OK || (state && strcmp(state, "57014") == 0)) {
+            http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", msg);
+        } else {
+            log_error("API %s: query failed: %s", rq->route, msg);
+            http_error(rs, 500, "internal", "the query failed; see the service log");
+        }
+    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        http_error(rs, 404, "not_found", "%s", not_found_msg ? not_found_msg : "not found");
+    } else {
+        rs->status = 200;
+        buf_reset(&rs->body);
+        buf_append(&rs->body, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    }
+    PQclear(res);
+    db_pool_put(rq->pool, c);
+}
+
+/* ---- routing ----------------------------------------------------------------------------- */
+
+/* Matches path against pattern; fills args (pointers into scratch) on success. */
+static bool match(const char *pattern, const char *path, char *scratch, size_t scratch_len,
+                  const char **args)
+{
+    int nargs = 0;
+    size_t used = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *end = strchr(p, '}');
+            size_t seg = strcspn(s, "/");
+            if (seg == 0 || used + seg + 1 > scratch_len || nargs >= 2) return false;
+            memcpy(scratch + used, s, seg);
+            scratch[used + seg] = '\0';
+            args[nargs++] = scratch + used;
+            used += seg + 1;
+            p = end + 1;
+            s += seg;
+        } else if (*p == *s) {
+            p++;
+            s++;
+        } else {
+            return false;
+        }
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+/* ---- authentication ---------------------------------------------------------------------- */
+
+/* Finds the token, comparing SHA-256 digests in constant time so that neither the content
+ * nor the length of a configured token leaks through timing. */
+static int find_token(struct http_server *s, const char *presented)
+{
+    unsigned char h[32];
+    sha256(presented, strlen(presented), h);
+    int found = -1;
+    for (size_t i = 0; i < s->cfg->http.ntokens; i++)
+        if (CRYPTO_memcmp(h, s->token_hashes[i], 32) == 0) found = (int)i;
+    return found;
+}
+
+/* ---- the request cycle ------------------------------------------------------------------- */
+
+static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *rs)
+{
+    if (rs->body.len == 0) buf_puts(&rs->body, "{}");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(rs->body.len, rs->body.data, MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(r, "Content-Type",
+                            rs->content_type ? rs->content_type : "application/json");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (rs->allow) MHD_add_response_header(r, "Allow", rs->allow);
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rs->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void finish_log(struct conn_state *st, int status)
+{
+    const char *route = st->rq.route ? st->rq.route : "unknown";
+    metrics_http_request(route, status);
+    double ms = (double)(now_us() - st->start_us) / 1000.0;
+    log_info("http %s %s -> %d in %.1f ms (token %s)", st->rq.method, route, status, ms,
+             st->rq.token ? st->rq.token->name : "-");
+}
+
+static void dispatch(struct http_server *s, struct conn_state *st, struct http_resp *rs)
+{
+    struct http_req *rq = &st->rq;
+    static __thread char scratch[512];
+    const struct http_route *hit = NULL;
+    const char *allow = NULL;
+    for (const struct http_route *r = api_routes; r->pattern; r++) {
+        const char *args[2] = {NULL, NULL};
+        if (!match(r->pattern, rq->path, scratch, sizeof scratch, args)) continue;
+        if (strcmp(r->method, rq->method) != 0 &&
+            !(strcmp(r->method, "GET") == 0 && strcmp(rq->method, "HEAD") == 0)) {
+            allow = r->method;
+            rq->route = r->pattern;
+            continue;
+        }
+        hit = r;
+        rq->route = r->pattern;
+        rq->path_args[0] = args[0];
+        rq->path_args[1] = args[1];
+        break;
+    }
+    if (!hit) {
+        if (allow) {
+            rs->allow = allow;
+            http_error(rs, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
+                       rq->method, rq->route, allow);
+        } else {
+            rq->route = NULL;
+            http_error(rs, 404, "not_found", "no such endpoint: %s", rq->path);
+        }
+        return;
+    }
+    if (!hit->open && s->cfg->http.ntokens > 0) {
+        const char *auth = http_header(rq, "Authorization");
+        if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
+            http_error(rs, 401, "unauthorized", "this endpoint needs Authorization: Bearer <token>");
+            return;
+        }
+        int t = find_token(s, auth + 7);
+        if (t < 0) {
+            http_error(rs, 401, "unauthorized", "the token is not valid");
+            return;
+        }
+        rq->token = &s->cfg->http.tokens[t];
+        rq->tenant_scope = s->tenant_scopes[t];
+        bool write = strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0;
+        if (write && strcmp(rq->token->role, "operator") != 0) {
+            http_error(rs, 403, "forbidden", "the %s role may only read; %s needs operator",
+                       rq->token->role, rq->route);
+            return;
+        }
+    }
+    if (rq->body_too_large) {
+        http_error(rs, 413, "body_too_large", "the body is over http.max_body_bytes (%ld)",
+                   s->cfg->http.max_body_bytes);
+        return;
+    }
+    hit->fn(rq, rs);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct conn_state *st = *con_cls;
+    if (!st) {
+        st = xcalloc(1, sizeof *st);
+        st->start_us = now_us();
+        st->rq.method = method;
+        st->rq.path = url;
+        st->rq.conn = conn;
+        st->rq.cfg = s->cfg;
+        st->rq.pool = s->pool;
+        *con_cls = st;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll(cl, NULL, 10) > s->cfg->http.max_body_bytes) {
+            /* refuse before reading a byte of it */
+            struct http_resp rs = {0};
+            http_error(&rs, 413, "body_too_large", "the body is over http.max_body_bytes (%ld)",
+                       s->cfg->http.max_body_bytes);
+            st->rejected = true;
+            enum MHD_Result ret = send_resp(conn, &rs);
+            finish_log(st, 413);
+            buf_free(&rs.body);
+            return ret;
+        }
+        return MHD_YES;
+    }
+    if (st->rejected) {
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (st->rq.body.len + *upload_size > (size_t)s->cfg->http.max_body_bytes)
+            st->rq.body_too_large = true; /* keep reading, keep nothing */
+        else
+            buf_append(&st->rq.body, upload_data, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    struct http_resp rs = {.status = 200};
+    dispatch(s, st, &rs);
+    enum MHD_Result ret = send_resp(conn, &rs);
+    finish_log(st, rs.status);
+    buf_free(&rs.body);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct conn_state *st = *con_cls;
+    if (!st) return;
+    buf_free(&st->rq.body);
+    free(st);
+    *con_cls = NULL;
+}
+
+/* ---- /metrics ---------------------------------------------------------------------------- */
+
+static const char SQL_METRIC_GAUGES[] =
+    "SELECT (SELECT count(*) FROM dead_letter_queue WHERE status = 'pending'),"
+    " (SELECT count(*) FROM replay_jobs WHERE status = 'running')";
+
+static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    (void)upload_data;
+    (void)upload_size;
+    struct http_server *s = cls;
+    if (!*con_cls) {
+        *con_cls = conn;
+        return MHD_YES;
+    }
+    struct http_resp rs = {.status = 200};
+    if (strcmp(url, "/metrics") != 0) {
+        http_error(&rs, 404, "not_found", "the metrics are at /metrics");
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        rs.allow = "GET";
+        http_error(&rs, 405, "method_not_allowed", "use GET");
+    } else {
+        struct metrics_db_gauges g = {-1, -1};
+        const char *why;
+        PGconn *c = db_pool_get(s->pool, 1000, &why);
+        if (c) {
+            PGresult *res = PQexec(c, SQL_METRIC_GAUGES);
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+                g.dlq_pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                g.replay_jobs_running = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+            }
+            PQclear(res);
+            db_pool_put(s->pool, c);
+        }
+        metrics_render(&rs.body, &g);
+        rs.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    }
+    enum MHD_Result ret = send_resp(conn, &rs);
+    buf_free(&rs.body);
+    return ret;
+}
+
+/* ---- start and stop ---------------------------------------------------------------------- */
+
+static bool parse_listen(const char *listen, struct sockaddr_storage *ss, char **err)
+{
+    memset(ss, 0, sizeof *ss);
+    const char *colon = strrchr(listen, ':');
+    if (!colon) goto bad;
+    long port = strtol(colon + 1, NULL, 10);
+    if (port <= 0 || port > 65535) goto bad;
+    char host[128];
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof host) goto bad;
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1) goto bad;
+        return true;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
+    if (strcmp(host, "") == 0 || strcmp(host, "*") == 0) strcpy(host, "0.0.0.0");
+    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1) goto bad;
+    return true;
+bad: {
+    struct buf m = {0};
+    buf_printf(&m, "cannot read the listen address \"%s\" (expected HOST:PORT)", listen);
+    *err = m.data;
+    return false;
+}
+}
+
+static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen,
+                                       MHD_AccessHandlerCallback fn,
+                                       MHD_RequestCompletedCallback done, char **err)
+{
+    struct sockaddr_storage ss;
+    if (!parse_listen(listen, &ss, err)) return NULL;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, 0, NULL, NULL, fn, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+        done, s, MHD_OPTION_END);
+    if (!d) {
+        struct buf m = {0};
+        buf_printf(&m, "cannot listen on %s (address in use or not available)", listen);
+        *err = m.data;
+    }
+    return d;
+}
+
+struct http_server *http_start(const struct config *cfg, char **err)
+{
+    struct http_server *s = xcalloc(1, sizeof *s);
+    s->cfg = cfg;
+    s->pool = db_pool_create(cfg->postgres.dsn, POOL_SIZE, STATEMENT_TIMEOUT_MS);
+    size_t nt = cfg->http.ntokens;
+    s->token_hashes = xcalloc(nt + 1, 32);
+    s->tenant_scopes = xcalloc(nt + 1, sizeof(char *));
+    for (size_t i = 0; i < nt; i++) {
+        const struct api_token *t = &cfg->http.tokens[i];
+        sha256(t->token, strlen(t->token), s->token_hashes[i]);
+        if (t->tenants.n) {
+            struct pgarray a = {0};
+            for (size_t j = 0; j < t->tenants.n; j++)
+                pgarray_cstr(&a, t->tenants.items[j]);
+            s->tenant_scopes[i] = xstrdup(pgarray_text(&a));
+            pgarray_free(&a);
+        }
+    }
+    s->api = start_daemon(s, cfg->http.listen, on_request, on_completed, err);
+    if (!s->api) goto error;
+    s->metrics = start_daemon(s, cfg->metrics.listen, on_metrics, NULL, err);
+    if (!s->metrics) goto error;
+    log_info("HTTP API on %s%s, metrics on %s/metrics", cfg->http.listen,
+             nt ? "" : " (no tokens: loopback only, no authentication)", cfg->metrics.listen);
+    return s;
+error:
+    http_stop(s);
+    return NULL;
+}
+
+void http_stop(struct http_server *s)
+{
+    if (!s) return;
+    if (s->api) MHD_stop_daemon(s->api);
+    if (s->metrics) MHD_stop_daemon(s->metrics);
+    db_pool_destroy(s->pool);
+    for (size_t i = 0; i < s->cfg->http.ntokens; i++)
+        free(s->tenant_scopes[i]);
+    free(s->tenant_scopes);
+    free(s->token_hashes);
+    free(s);
+}

@@ -1,0 +1,71 @@
+/* The HTTP servers (libmicrohttpd): the operator API on http.listen and the Prometheus
+ * endpoint on metrics.listen. This file owns the plumbing every route shares — listening,
+ * bodies and their limit, bearer tokens and roles, JSON errors, the access log and the
+ * request metrics. The routes themselves live in api_*.c. */
+#ifndef EVENTSINK_HTTP_H
+#define EVENTSINK_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+#include "config.h"
+#include "db_pool.h"
+
+struct http_server;
+
+/* One request, as the route handlers see it. */
+struct http_req {
+    const char *method;
+    const char *path;
+    const char *route;               /* the matched pattern, e.g. "/events/{id}" */
+    const char *path_args[2];        /* the {id}-like parts of the path, in order */
+    const struct api_token *token;   /* NULL when the API runs without tokens */
+    const char *tenant_scope;        /* a PostgreSQL text[] literal, or NULL: every tenant */
+    struct buf body;
+    bool body_too_large;
+    void *conn;                      /* struct MHD_Connection */
+    const struct config *cfg;
+    struct db_pool *pool;
+};
+
+struct http_resp {
+    int status;
+    struct buf body;
+    const char *content_type; /* default application/json */
+    const char *allow;        /* for 405 */
+};
+
+typedef void (*http_handler)(struct http_req *rq, struct http_resp *rs);
+
+struct http_route {
+    const char *method;
+    const char *pattern; /* "/events/{id}" : each {x} matches one path segment */
+    bool open;           /* served without a token (/health, /ready) */
+    http_handler fn;
+};
+
+/* Starts the API and the metrics listener. NULL and *err on failure (e.g. address in use). */
+struct http_server *http_start(const struct config *cfg, char **err);
+void http_stop(struct http_server *s);
+
+/* Helpers for handlers. */
+const char *http_query(struct http_req *rq, const char *name); /* NULL when absent */
+const char *http_header(struct http_req *rq, const char *name);
+void http_error(struct http_resp *rs, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Parses a positive 64-bit id; false when it is not one. */
+bool http_parse_id(const char *s, int64_t *out);
+
+/* Runs a query whose single row and column is a JSON text, into rs->body (200).
+ * Maps failures to 503 (PostgreSQL down or timed out) or 500, and "no row" to 404 with
+ * not_found_msg. */
+void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
+                     const char *const *params, const char *not_found_msg);
+
+/* The route table of the API (api_routes.c). */
+extern const struct http_route api_routes[];
+
+#endif
