@@ -19,7 +19,8 @@
 volatile sig_atomic_t pipeline_stop_requested = 0;
 volatile sig_atomic_t pipeline_reload_requested = 0;
 
-#define SHUTDOWN_FLUSH_MS 8000 /* SIGTERM: the contract allows 10 s in all */
+#define SHUTDOWN_FLUSH_MS 6000 /* SIGTERM: the contract allows 10 s in all */
+#define SHUTDOWN_TOTAL_MS 8500
 #define REVOKE_FLUSH_MS 5000
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
@@ -433,10 +434,10 @@ int pipeline_run(struct config *cfg)
             flush(p, 0, true);
     }
     log_info("stopping: writing the batch in flight and committing");
-    int64_t stop_at = now_ms() + SHUTDOWN_FLUSH_MS;
-    flush(p, stop_at, true);
-    int64_t left = stop_at - now_ms();
-    consumer_close(p->consumer, left < 1000 ? 1000 : (int)left);
+    int64_t stop_started = now_ms();
+    flush(p, stop_started + SHUTDOWN_FLUSH_MS, true);
+    int64_t left = stop_started + SHUTDOWN_TOTAL_MS - now_ms();
+    consumer_close(p->consumer, left < 500 ? 500 : (int)left);
     rc = 0;
     log_info("eventsink stopped");
 out:
