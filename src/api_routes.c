@@ -108,8 +108,9 @@ static void h_dlq_list(struct http_req *rq, struct http_resp *rs)
             return;
         }
     }
-    const char *params[] = {limit,           status,           filter(rq, "reason"),
-                            filter(rq, "topic"), filter(rq, "tenant"), rq->tenant_scope};
+    const char *params[] = {
+        limit,           status, filter(rq, "reason"), filter(rq, "topic"), filter(rq, "tenant"),
+        rq->tenant_scope};
     http_query_json(rq, rs, SQL_DLQ_LIST, 6, params, NULL);
 }
 

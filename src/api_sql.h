@@ -4,72 +4,72 @@
 #ifndef EVENTSINK_API_SQL_H
 #define EVENTSINK_API_SQL_H
 
-#define EVENT_COLUMNS                                                                        \
-    "id, tenant_id, event_type, topic, kafka_partition, kafka_offset, event_key, headers,"  \
-    " payload, received_at, replay_count, replay_source, replayed_from_event_id,"            \
+#define EVENT_COLUMNS                                                                              \
+    "id, tenant_id, event_type, topic, kafka_partition, kafka_offset, event_key, headers,"         \
+    " payload, received_at, replay_count, replay_source, replayed_from_event_id,"                  \
     " replay_job_id, replayed_from_dlq_id"
 
 /* $1 limit, $2 tenant, $3 topic, $4 replayed (bool), $5 token scope (text[]) */
-#define SQL_EVENTS_LATEST                                                                    \
-    "SELECT json_build_object('events', coalesce(json_agg(e ORDER BY e.id DESC), '[]'))"    \
-    " FROM (SELECT " EVENT_COLUMNS " FROM event_journal"                                     \
-    "  WHERE ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR topic = $3)"      \
-    "  AND ($4::bool IS NULL OR (replay_count > 0) = $4)"                                    \
-    "  AND ($5::text[] IS NULL OR tenant_id = ANY($5::text[]))"                              \
+#define SQL_EVENTS_LATEST                                                                          \
+    "SELECT json_build_object('events', coalesce(json_agg(e ORDER BY e.id DESC), '[]'))"           \
+    " FROM (SELECT " EVENT_COLUMNS " FROM event_journal"                                           \
+    "  WHERE ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR topic = $3)"            \
+    "  AND ($4::bool IS NULL OR (replay_count > 0) = $4)"                                          \
+    "  AND ($5::text[] IS NULL OR tenant_id = ANY($5::text[]))"                                    \
     "  ORDER BY id DESC LIMIT $1::int) e"
 
 /* $1 id, $2 token scope */
-#define SQL_EVENT_ONE                                                                        \
-    "SELECT row_to_json(e) FROM (SELECT " EVENT_COLUMNS " FROM event_journal"                \
+#define SQL_EVENT_ONE                                                                              \
+    "SELECT row_to_json(e) FROM (SELECT " EVENT_COLUMNS " FROM event_journal"                      \
     " WHERE id = $1::bigint AND ($2::text[] IS NULL OR tenant_id = ANY($2::text[]))) e"
 
 /* $1 id, $2 token scope. Ancestors root first; descendants by depth. Depth is bounded so
  * that a forged marker making a cycle cannot loop. */
-#define SQL_EVENT_LINEAGE                                                                    \
-    "WITH RECURSIVE up AS ("                                                                 \
-    " SELECT " EVENT_COLUMNS ", 0 AS depth FROM event_journal WHERE id = $1::bigint"         \
-    "  AND ($2::text[] IS NULL OR tenant_id = ANY($2::text[]))"                              \
-    " UNION ALL"                                                                             \
-    " SELECT p.id, p.tenant_id, p.event_type, p.topic, p.kafka_partition, p.kafka_offset,"  \
-    "  p.event_key, p.headers, p.payload, p.received_at, p.replay_count, p.replay_source,"   \
-    "  p.replayed_from_event_id, p.replay_job_id, p.replayed_from_dlq_id, up.depth - 1"      \
-    " FROM event_journal p JOIN up ON p.id = up.replayed_from_event_id"                      \
-    " WHERE up.depth > -100 AND ($2::text[] IS NULL OR p.tenant_id = ANY($2::text[]))"      \
-    "), down AS ("                                                                           \
-    " SELECT id, 0 AS depth FROM up WHERE depth = 0"                                         \
-    " UNION ALL"                                                                             \
-    " SELECT c.id, down.depth + 1 FROM event_journal c JOIN down"                            \
-    "  ON c.replayed_from_event_id = down.id WHERE down.depth < 100"                         \
-    "  AND ($2::text[] IS NULL OR c.tenant_id = ANY($2::text[]))"                            \
-    ")"                                                                                      \
-    " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM up WHERE depth = 0) THEN NULL ELSE"        \
-    " json_build_object('event_id', $1::bigint,"                                             \
-    "  'event', (SELECT row_to_json(u) FROM up u WHERE depth = 0),"                          \
-    "  'ancestors', coalesce((SELECT json_agg(u ORDER BY u.depth) FROM up u"                 \
-    "   WHERE u.depth < 0), '[]'),"                                                          \
-    "  'descendants', coalesce((SELECT json_agg(x ORDER BY x.depth, x.id) FROM"              \
-    "   (SELECT " EVENT_COLUMNS ", d.depth FROM event_journal j JOIN down d USING (id)"      \
+#define SQL_EVENT_LINEAGE                                                                          \
+    "WITH RECURSIVE up AS ("                                                                       \
+    " SELECT " EVENT_COLUMNS ", 0 AS depth FROM event_journal WHERE id = $1::bigint"               \
+    "  AND ($2::text[] IS NULL OR tenant_id = ANY($2::text[]))"                                    \
+    " UNION ALL"                                                                                   \
+    " SELECT p.id, p.tenant_id, p.event_type, p.topic, p.kafka_partition, p.kafka_offset,"         \
+    "  p.event_key, p.headers, p.payload, p.received_at, p.replay_count, p.replay_source,"         \
+    "  p.replayed_from_event_id, p.replay_job_id, p.replayed_from_dlq_id, up.depth - 1"            \
+    " FROM event_journal p JOIN up ON p.id = up.replayed_from_event_id"                            \
+    " WHERE up.depth > -100 AND ($2::text[] IS NULL OR p.tenant_id = ANY($2::text[]))"             \
+    "), down AS ("                                                                                 \
+    " SELECT id, 0 AS depth FROM up WHERE depth = 0"                                               \
+    " UNION ALL"                                                                                   \
+    " SELECT c.id, down.depth + 1 FROM event_journal c JOIN down"                                  \
+    "  ON c.replayed_from_event_id = down.id WHERE down.depth < 100"                               \
+    "  AND ($2::text[] IS NULL OR c.tenant_id = ANY($2::text[]))"                                  \
+    ")"                                                                                            \
+    " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM up WHERE depth = 0) THEN NULL ELSE"               \
+    " json_build_object('event_id', $1::bigint,"                                                   \
+    "  'event', (SELECT row_to_json(u) FROM up u WHERE depth = 0),"                                \
+    "  'ancestors', coalesce((SELECT json_agg(u ORDER BY u.depth) FROM up u"                       \
+    "   WHERE u.depth < 0), '[]'),"                                                                \
+    "  'descendants', coalesce((SELECT json_agg(x ORDER BY x.depth, x.id) FROM"                    \
+    "   (SELECT " EVENT_COLUMNS ", d.depth FROM event_journal j JOIN down d USING (id)"            \
     "    WHERE d.depth > 0) x), '[]')) END"
 
-#define DLQ_COLUMNS                                                                          \
-    "id, topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason,"     \
-    " error, policy_version, tenant_id, attempts, status, created_at, last_attempt_at,"      \
-    " next_attempt_at, resolved_event_id,"                                                   \
-    " CASE WHEN octet_length(raw_payload) <= 65536 THEN"                                     \
+#define DLQ_COLUMNS                                                                                \
+    "id, topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason,"           \
+    " error, policy_version, tenant_id, attempts, status, created_at, last_attempt_at,"            \
+    " next_attempt_at, resolved_event_id,"                                                         \
+    " CASE WHEN octet_length(raw_payload) <= 65536 THEN"                                           \
     "  encode(raw_payload, 'base64') END AS raw_payload_base64"
 
 /* $1 limit, $2 status, $3 reason, $4 topic, $5 tenant, $6 token scope */
-#define SQL_DLQ_LIST                                                                         \
-    "SELECT json_build_object('entries', coalesce(json_agg(d ORDER BY d.id DESC), '[]'))"   \
-    " FROM (SELECT " DLQ_COLUMNS " FROM dead_letter_queue"                                   \
-    "  WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR reason = $3)"        \
-    "  AND ($4::text IS NULL OR topic = $4) AND ($5::text IS NULL OR tenant_id = $5)"        \
-    "  AND ($6::text[] IS NULL OR tenant_id = ANY($6::text[]))"                              \
+#define SQL_DLQ_LIST                                                                               \
+    "SELECT json_build_object('entries', coalesce(json_agg(d ORDER BY d.id DESC), '[]'))"          \
+    " FROM (SELECT " DLQ_COLUMNS " FROM dead_letter_queue"                                         \
+    "  WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR reason = $3)"              \
+    "  AND ($4::text IS NULL OR topic = $4) AND ($5::text IS NULL OR tenant_id = $5)"              \
+    "  AND ($6::text[] IS NULL OR tenant_id = ANY($6::text[]))"                                    \
     "  ORDER BY id DESC LIMIT $1::int) d"
 
 /* $1 id, $2 token scope */
-#define SQL_DLQ_ONE                                                                          \
-    "SELECT row_to_json(d) FROM (SELECT " DLQ_COLUMNS " FROM dead_letter_queue"              \
+#define SQL_DLQ_ONE                                                                                \
+    "SELECT row_to_json(d) FROM (SELECT " DLQ_COLUMNS " FROM dead_letter_queue"                    \
     " WHERE id = $1::bigint AND ($2::text[] IS NULL OR tenant_id = ANY($2::text[]))) d"
 
 #define SQL_PING "SELECT 1"

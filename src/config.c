@@ -70,6 +70,7 @@ static const struct opt replay_opts[] = {
     INT("max_depth", replay.max_depth, 3, 1, 1000),
     INT("rate_per_s", replay.rate_per_s, 1000, 1, 1000000),
     INT("max_batch_ids", replay.max_batch_ids, 10000, 1, 1000000),
+    INT("confirm_above", replay.confirm_above, 10000, 0, 100000000),
     END,
 };
 static const struct opt log_opts[] = {

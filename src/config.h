@@ -64,6 +64,7 @@ struct config {
         long max_depth;
         long rate_per_s;
         long max_batch_ids;
+        long confirm_above; /* a range over more events needs "confirm": true */
     } replay;
     struct {
         char *level;

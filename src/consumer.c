@@ -6,10 +6,10 @@
 #include <time.h>
 
 #include <lauxlib.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "assets.h"
 #include "buf.h"
+#include "kafka_util.h"
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
@@ -17,9 +17,6 @@
 
 struct consumer {
     rd_kafka_t *rk;
-    rd_kafka_t *mock_owner; /* embedded mode: the handle that owns the mock cluster */
-    rd_kafka_mock_cluster_t *mock;
-    char *bootstrap;
     consumer_revoke_fn on_revoke;
     void *opaque;
     bool paused;
@@ -29,20 +26,6 @@ struct consumer {
     struct lua_host *stats; /* reads librdkafka's statistics JSON (lua/kafka_stats.lua) */
     int stats_fn;           /* registry reference to the reader function */
 };
-
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    /* librdkafka's syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug */
-    enum log_level lv = level <= 3   ? LOG_ERROR
-                        : level == 4 ? LOG_WARN
-                        : level <= 6 ? LOG_INFO
-                                     : LOG_DEBUG;
-    /* connection churn is reported through error_cb already; keep these at debug */
-    if (lv == LOG_ERROR || lv == LOG_WARN) lv = LOG_WARN;
-    if (lv == LOG_INFO) lv = LOG_DEBUG;
-    log_msg(lv, "kafka %s: %s", fac, buf);
-}
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
@@ -144,45 +127,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static bool set(rd_kafka_conf_t *conf, const char *k, const char *v, char **err)
-{
-    char errstr[512];
-    if (rd_kafka_conf_set(conf, k, v, errstr, sizeof errstr) == RD_KAFKA_CONF_OK) return true;
-    struct buf m = {0};
-    buf_printf(&m, "kafka property %s=%s: %s", k, v, errstr);
-    *err = m.data;
-    return false;
-}
-
-static bool start_embedded(struct consumer *c, const struct config *cfg, char **err)
-{
-    char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    /* rd_kafka_new takes ownership of conf on success only */
-    c->mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!c->mock_owner) {
-        rd_kafka_conf_destroy(conf);
-        *err = xstrdup(errstr);
-        return false;
-    }
-    c->mock = rd_kafka_mock_cluster_new(c->mock_owner, 1);
-    if (!c->mock) {
-        *err = xstrdup("cannot start the embedded Kafka (librdkafka mock cluster)");
-        return false;
-    }
-    for (size_t i = 0; i < cfg->kafka.topics.n; i++) {
-        const char *t = cfg->kafka.topics.items[i];
-        if (t[0] != '^') rd_kafka_mock_topic_create(c->mock, t, 4, 1);
-    }
-    c->bootstrap = xstrdup(rd_kafka_mock_cluster_bootstraps(c->mock));
-    log_warn("embedded Kafka (librdkafka mock cluster, in memory, NOT durable) listening at %s",
-             c->bootstrap);
-    return true;
-}
-
-struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on_revoke,
-                                 void *opaque, char **err)
+struct consumer *consumer_create(const struct config *cfg, const char *bootstrap,
+                                 consumer_revoke_fn on_revoke, void *opaque, char **err)
 {
     struct consumer *c = xcalloc(1, sizeof *c);
     c->on_revoke = on_revoke;
@@ -191,12 +137,11 @@ struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on
     status_set_kafka_up(true);
     if (!start_stats_reader(c, err)) goto error;
     bool embedded = strcmp(cfg->kafka.brokers, "embedded") == 0;
-    if (embedded && !start_embedded(c, cfg, err)) goto error;
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* the guarantees depend on these: offsets are committed by hand, after PostgreSQL */
     const char *defaults[][2] = {
-        {"bootstrap.servers", embedded ? c->bootstrap : cfg->kafka.brokers},
+        {"bootstrap.servers", bootstrap},
         {"group.id", cfg->kafka.group_id},
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
@@ -209,7 +154,7 @@ struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on
         {"heartbeat.interval.ms", embedded ? "1000" : "3000"},
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        if (!set(conf, defaults[i][0], defaults[i][1], err)) goto conf_error;
+        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto conf_error;
     for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
         const struct kv *p = &cfg->kafka.properties.items[i];
         if (strcmp(p->key, "enable.auto.commit") == 0 && strcmp(p->value, "false") != 0) {
@@ -218,10 +163,10 @@ struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on
             goto conf_error;
         }
         if (strcmp(p->key, "enable.auto.offset.store") == 0) continue;
-        if (!set(conf, p->key, p->value, err)) goto conf_error;
+        if (!kafka_conf_set(conf, p->key, p->value, err)) goto conf_error;
     }
     rd_kafka_conf_set_opaque(conf, c);
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
@@ -292,16 +237,11 @@ void consumer_destroy(struct consumer *c)
     if (!c) return;
     if (c->rk) {
         consumer_close(c, 5000);
-        rd_kafka_destroy_flags(c->rk, c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE
-                                                         : 0);
+        rd_kafka_destroy_flags(c->rk,
+                               c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
         c->rk = NULL;
     }
-    if (c->mock) rd_kafka_mock_cluster_destroy(c->mock);
-    c->mock = NULL;
-    if (c->mock_owner) rd_kafka_destroy(c->mock_owner);
-    c->mock_owner = NULL;
     lua_host_destroy(c->stats);
-    free(c->bootstrap);
     free(c);
 }
 
@@ -375,11 +315,6 @@ void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *po
 bool consumer_kafka_up(struct consumer *c)
 {
     return atomic_load(&c->kafka_up);
-}
-
-const char *consumer_embedded_bootstrap(struct consumer *c)
-{
-    return c->bootstrap;
 }
 
 rd_kafka_t *consumer_handle(struct consumer *c)

@@ -1,5 +1,5 @@
 /* The Kafka side of the pipeline: a consumer in a consumer group with manual offset
- * commits, and the embedded mock cluster for demos. */
+ * commits. */
 #ifndef EVENTSINK_CONSUMER_H
 #define EVENTSINK_CONSUMER_H
 
@@ -15,8 +15,9 @@ struct consumer;
  * the pipeline flushes and commits what it holds for them. */
 typedef void (*consumer_revoke_fn)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
 
-struct consumer *consumer_create(const struct config *cfg, consumer_revoke_fn on_revoke,
-                                 void *opaque, char **err);
+/* bootstrap: the brokers to use (cfg->kafka.brokers, or the embedded cluster's address). */
+struct consumer *consumer_create(const struct config *cfg, const char *bootstrap,
+                                 consumer_revoke_fn on_revoke, void *opaque, char **err);
 /* Accepts half-built consumers. Closes the group membership first if still open. */
 void consumer_destroy(struct consumer *c);
 
@@ -39,9 +40,6 @@ void consumer_close(struct consumer *c, int timeout_ms);
 
 /* True while at least one broker connection is up (from librdkafka's error events). */
 bool consumer_kafka_up(struct consumer *c);
-
-/* "embedded" mode: the bootstrap address of the in-process mock cluster, or NULL. */
-const char *consumer_embedded_bootstrap(struct consumer *c);
 
 rd_kafka_t *consumer_handle(struct consumer *c);
 

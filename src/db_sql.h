@@ -37,7 +37,7 @@
     "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id"         \
     " FROM r LEFT JOIN event_journal p ON p.id = r.replayed_from_event_id"                         \
     " ORDER BY r.ord"                                                                              \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                               \
+    " ON CONFLICT DO NOTHING "                                                                     \
     " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"           \
     "  replayed_from_dlq_id, replay_source"                                                        \
     "), resolved AS ("                                                                             \

@@ -31,6 +31,7 @@ struct http_server {
     struct MHD_Daemon *api;
     struct MHD_Daemon *metrics;
     struct db_pool *pool;
+    struct replay_env *env;
     unsigned char (*token_hashes)[32]; /* sha256 of each configured token */
     char **tenant_scopes;              /* per token: text[] literal or NULL */
 };
@@ -96,28 +97,81 @@ bool http_parse_id(const char *s, int64_t *out)
     return true;
 }
 
-void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
-                     const char *const *params, const char *not_found_msg)
+PGconn *http_db(struct http_req *rq, struct http_resp *rs)
 {
     const char *why = NULL;
     PGconn *c = db_pool_get(rq->pool, POOL_WAIT_MS, &why);
-    if (!c) {
-        http_error(rs, 503, "postgres_unavailable", "%s", why);
-        return;
-    }
+    if (!c) http_error(rs, 503, "postgres_unavailable", "%s", why);
+    return c;
+}
+
+void http_db_done(struct http_req *rq, PGconn *c)
+{
+    db_pool_put(rq->pool, c);
+}
+
+PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
+                    int nparams, const char *const *params)
+{
     PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        const char *msg = PQresultErrorMessage(res);
-        if (state && strncmp(state, "22", 2) == 0) {
-            /* a value the handler passed through was refused by PostgreSQL */
-            http_error(rs, 400, "bad_request", "%s", msg);
-        } else if (PQstatus(c) != CONNECTION_OK || (state && strcmp(state, "57014") == 0)) {
-            http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", msg);
-        } else {
-            log_error("API %s: query failed: %s", rq->route, msg);
-            http_error(rs, 500, "internal", "the query failed; see the service log");
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg) msg = PQresultErrorMessage(res);
+    if (state && strncmp(state, "22", 2) == 0) {
+        /* a value the request passed through was refused by PostgreSQL (a bad timestamp) */
+        http_error(rs, 400, "bad_request", "%s", msg);
+    } else if (PQstatus(c) != CONNECTION_OK || (state && strcmp(state, "57014") == 0)) {
+        http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", msg);
+    } else {
+        log_error("API %s: query failed: %s", rq->route, msg);
+        http_error(rs, 500, "internal", "the query failed; see the service log");
+    }
+    PQclear(res);
+    return NULL;
+}
+
+struct jsonv *http_json_body(struct http_req *rq, struct http_resp *rs, bool required)
+{
+    size_t n = rq->body.len;
+    const char *p = rq->body.data ? rq->body.data : "";
+    while (n && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+        n--;
+    }
+    if (n == 0) {
+        if (required) {
+            http_error(rs, 400, "bad_request", "%s needs a JSON object as its body", rq->route);
+            return NULL;
         }
+        struct jsonv *v = xcalloc(1, sizeof *v);
+        v->type = JV_OBJECT;
+        return v;
+    }
+    const char *err = NULL;
+    size_t at = 0;
+    struct jsonv *v = jsonv_parse(p, n, &err, &at);
+    if (!v) {
+        http_error(rs, 400, "bad_request", "the body is not valid JSON: %s at byte %zu", err, at);
+        return NULL;
+    }
+    if (v->type != JV_OBJECT) {
+        jsonv_free(v);
+        http_error(rs, 400, "bad_request", "the body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
+                     const char *const *params, const char *not_found_msg)
+{
+    PGconn *c = http_db(rq, rs);
+    if (!c) return;
+    PGresult *res = http_exec(rq, rs, c, sql, nparams, params);
+    if (!res) {
+        /* answered */
     } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
         http_error(rs, 404, "not_found", "%s", not_found_msg ? not_found_msg : "not found");
     } else {
@@ -126,7 +180,7 @@ void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql,
         buf_append(&rs->body, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
     }
     PQclear(res);
-    db_pool_put(rq->pool, c);
+    http_db_done(rq, c);
 }
 
 /* ---- routing ----------------------------------------------------------------------------- */
@@ -205,26 +259,28 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
     static __thread char scratch[512];
     const struct http_route *hit = NULL;
     const char *allow = NULL;
-    for (const struct http_route *r = api_routes; r->pattern; r++) {
-        const char *args[2] = {NULL, NULL};
-        if (!match(r->pattern, rq->path, scratch, sizeof scratch, args)) continue;
-        if (strcmp(r->method, rq->method) != 0 &&
-            !(strcmp(r->method, "GET") == 0 && strcmp(rq->method, "HEAD") == 0)) {
-            allow = r->method;
+    const struct http_route *tables[] = {api_routes, api_replay_routes};
+    for (size_t t = 0; t < 2 && !hit; t++)
+        for (const struct http_route *r = tables[t]; r->pattern; r++) {
+            const char *args[2] = {NULL, NULL};
+            if (!match(r->pattern, rq->path, scratch, sizeof scratch, args)) continue;
+            if (strcmp(r->method, rq->method) != 0 &&
+                !(strcmp(r->method, "GET") == 0 && strcmp(rq->method, "HEAD") == 0)) {
+                allow = r->method;
+                rq->route = r->pattern;
+                continue;
+            }
+            hit = r;
             rq->route = r->pattern;
-            continue;
+            rq->path_args[0] = args[0];
+            rq->path_args[1] = args[1];
+            break;
         }
-        hit = r;
-        rq->route = r->pattern;
-        rq->path_args[0] = args[0];
-        rq->path_args[1] = args[1];
-        break;
-    }
     if (!hit) {
         if (allow) {
             rs->allow = allow;
-            http_error(rs, 405, "method_not_allowed", "%s is not allowed on %s; use %s",
-                       rq->method, rq->route, allow);
+            http_error(rs, 405, "method_not_allowed", "%s is not allowed on %s; use %s", rq->method,
+                       rq->route, allow);
         } else {
             rq->route = NULL;
             http_error(rs, 404, "not_found", "no such endpoint: %s", rq->path);
@@ -234,7 +290,8 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
     if (!hit->open && s->cfg->http.ntokens > 0) {
         const char *auth = http_header(rq, "Authorization");
         if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
-            http_error(rs, 401, "unauthorized", "this endpoint needs Authorization: Bearer <token>");
+            http_error(rs, 401, "unauthorized",
+                       "this endpoint needs Authorization: Bearer <token>");
             return;
         }
         int t = find_token(s, auth + 7);
@@ -260,8 +317,8 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     struct http_server *s = cls;
@@ -274,6 +331,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->rq.conn = conn;
         st->rq.cfg = s->cfg;
         st->rq.pool = s->pool;
+        st->rq.env = s->env;
         *con_cls = st;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > s->cfg->http.max_body_bytes) {
@@ -329,8 +387,8 @@ static const char SQL_METRIC_GAUGES[] =
     " (SELECT count(*) FROM replay_jobs WHERE status = 'running')";
 
 static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     (void)upload_data;
@@ -396,7 +454,7 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *ss, char *
     if (strcmp(host, "") == 0 || strcmp(host, "*") == 0) strcpy(host, "0.0.0.0");
     if (inet_pton(AF_INET, host, &a4->sin_addr) != 1) goto bad;
     return true;
-bad: {
+bad : {
     struct buf m = {0};
     buf_printf(&m, "cannot read the listen address \"%s\" (expected HOST:PORT)", listen);
     *err = m.data;
@@ -410,16 +468,15 @@ static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen
 {
     struct sockaddr_storage ss;
     if (!parse_listen(listen, &ss, err)) return NULL;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, fn, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-        done, s, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)PER_IP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, done,
+        s, MHD_OPTION_END);
     if (!d) {
         struct buf m = {0};
         buf_printf(&m, "cannot listen on %s (address in use or not available)", listen);
@@ -428,10 +485,11 @@ static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen
     return d;
 }
 
-struct http_server *http_start(const struct config *cfg, char **err)
+struct http_server *http_start(const struct config *cfg, struct replay_env *env, char **err)
 {
     struct http_server *s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
+    s->env = env;
     s->pool = db_pool_create(cfg->postgres.dsn, POOL_SIZE, STATEMENT_TIMEOUT_MS);
     size_t nt = cfg->http.ntokens;
     s->token_hashes = xcalloc(nt + 1, 32);

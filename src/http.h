@@ -13,6 +13,8 @@
 #include "buf.h"
 #include "config.h"
 #include "db_pool.h"
+#include "jsonv.h"
+#include "replay.h"
 
 struct http_server;
 
@@ -20,15 +22,16 @@ struct http_server;
 struct http_req {
     const char *method;
     const char *path;
-    const char *route;               /* the matched pattern, e.g. "/events/{id}" */
-    const char *path_args[2];        /* the {id}-like parts of the path, in order */
-    const struct api_token *token;   /* NULL when the API runs without tokens */
-    const char *tenant_scope;        /* a PostgreSQL text[] literal, or NULL: every tenant */
+    const char *route;             /* the matched pattern, e.g. "/events/{id}" */
+    const char *path_args[2];      /* the {id}-like parts of the path, in order */
+    const struct api_token *token; /* NULL when the API runs without tokens */
+    const char *tenant_scope;      /* a PostgreSQL text[] literal, or NULL: every tenant */
     struct buf body;
     bool body_too_large;
-    void *conn;                      /* struct MHD_Connection */
+    void *conn; /* struct MHD_Connection */
     const struct config *cfg;
     struct db_pool *pool;
+    struct replay_env *env;
 };
 
 struct http_resp {
@@ -48,7 +51,7 @@ struct http_route {
 };
 
 /* Starts the API and the metrics listener. NULL and *err on failure (e.g. address in use). */
-struct http_server *http_start(const struct config *cfg, char **err);
+struct http_server *http_start(const struct config *cfg, struct replay_env *env, char **err);
 void http_stop(struct http_server *s);
 
 /* Helpers for handlers. */
@@ -65,7 +68,21 @@ bool http_parse_id(const char *s, int64_t *out);
 void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
                      const char *const *params, const char *not_found_msg);
 
-/* The route table of the API (api_routes.c). */
+/* The body as a JSON object. An empty body gives an empty object unless required. NULL
+ * (with a 400 answer in rs) when it is not a JSON object. The caller frees. */
+struct jsonv *http_json_body(struct http_req *rq, struct http_resp *rs, bool required);
+
+/* Borrows a pooled connection; NULL with a 503 answer in rs. */
+PGconn *http_db(struct http_req *rq, struct http_resp *rs);
+void http_db_done(struct http_req *rq, PGconn *c);
+
+/* Runs a query; NULL with the matching answer in rs (400 for values PostgreSQL refuses,
+ * 503 when it is down or too slow, 500 otherwise). The caller clears the result. */
+PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
+                    int nparams, const char *const *params);
+
+/* The route tables (api_routes.c, api_replay.c). */
+extern const struct http_route api_replay_routes[];
 extern const struct http_route api_routes[];
 
 #endif

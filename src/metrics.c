@@ -131,8 +131,8 @@ void metrics_http_request(const char *route, int code)
 /* ---- histograms --------------------------------------------------------------------------- */
 
 static const double size_bounds[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
-static const double dur_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                    0.1,   0.25,   0.5,   1,    2.5,   5,    10};
+static const double dur_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                    0.25,  0.5,    1,     2.5,  5,     10};
 #define NSIZE (sizeof size_bounds / sizeof size_bounds[0])
 #define NDUR (sizeof dur_bounds / sizeof dur_bounds[0])
 
@@ -300,10 +300,8 @@ static void process_metrics(struct buf *o)
           (double)rss * (double)page);
     gauge(o, "process_virtual_memory_bytes", "Virtual memory size in bytes.", (double)vsize);
     gauge(o, "process_open_fds", "Number of open file descriptors.", (double)fds);
-    gauge(o, "process_max_fds", "Maximum number of open file descriptors.",
-          (double)rl.rlim_cur);
-    gauge(o, "process_start_time_seconds",
-          "Start time of the process since unix epoch in seconds.",
+    gauge(o, "process_max_fds", "Maximum number of open file descriptors.", (double)rl.rlim_cur);
+    gauge(o, "process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
           boot + (double)starttime / (double)ticks);
 }
 
@@ -315,10 +313,10 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            NULL);
     family(o, "eventsink_events_persisted_total", "Events written to the journal.", &persisted,
            "topic", "kind");
-    family(o, "eventsink_dlq_events_total", "Events written to the dead-letter queue.",
-           &dlq_events, "reason", NULL);
-    family(o, "eventsink_replays_total", "Events replayed, by replay source and result.",
-           &replays, "source", "result");
+    family(o, "eventsink_dlq_events_total", "Events written to the dead-letter queue.", &dlq_events,
+           "reason", NULL);
+    family(o, "eventsink_replays_total", "Events replayed, by replay source and result.", &replays,
+           "source", "result");
     family(o, "eventsink_policy_reloads_total", "Policy reloads, by result.", &reloads, "result",
            NULL);
     family(o, "eventsink_http_requests_total", "HTTP API requests, by route and status code.",

@@ -9,10 +9,14 @@
 #include "buf.h"
 #include "consumer.h"
 #include "db.h"
+#include "embedded.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
+#include "policy_ctl.h"
+#include "producer.h"
+#include "replay_worker.h"
 #include "status.h"
 #include "record.h"
 
@@ -34,6 +38,8 @@ struct slot {
 struct pipeline {
     struct config *cfg;
     struct consumer *consumer;
+    struct producer *producer;
+    struct policy_ctl *ctl;
     struct db *db;
     struct policy_set *policies;
     int policy_version;
@@ -159,6 +165,8 @@ static void batch_abandon(struct pipeline *p)
     consumer_seek(p->consumer, back);
     rd_kafka_topic_partition_list_destroy(back);
 }
+
+static void publish_dead_letters(struct pipeline *p);
 
 static void on_persisted(void *opaque, int64_t id, const char *tenant, const char *event_type,
                          const char *topic, int replay_count, int64_t from_event, int64_t from_dlq,
@@ -291,17 +299,46 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
     }
     p->flushing = false;
     if (paused) consumer_pause(p->consumer, false);
-    for (size_t i = 0; i < p->n; i++)
-        decision_clear(&p->items[i].d);
     if (!ok) {
+        for (size_t i = 0; i < p->n; i++)
+            decision_clear(&p->items[i].d);
         batch_abandon(p);
         return false;
     }
     if (paused) log_info("PostgreSQL is back; the held batch is written");
     commit_offsets(p);
     metrics_batch(p->n, (double)(now_ms() - t0) / 1000.0);
+    if (p->cfg->kafka.dlq_topic) publish_dead_letters(p);
+    for (size_t i = 0; i < p->n; i++)
+        decision_clear(&p->items[i].d);
     batch_clear(p);
     return true;
+}
+
+/* kafka.dlq_topic: a copy of each dead-lettered record, after PostgreSQL has it (best
+ * effort: the DLQ table is the record of truth). */
+static void publish_dead_letters(struct pipeline *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const struct batch_item *it = &p->items[i];
+        if (!it->d.to_dlq) continue;
+        const struct record *r = it->rec;
+        struct record_header *h = xcalloc(r->nheaders + 2, sizeof *h);
+        memcpy(h, r->headers, r->nheaders * sizeof *h);
+        char src[300];
+        snprintf(src, sizeof src, "%s/%d/%" PRId64, r->topic, (int)r->partition, r->offset);
+        h[r->nheaders] =
+            (struct record_header){"x-eventsink-dlq-reason", it->d.reason, strlen(it->d.reason)};
+        h[r->nheaders + 1] = (struct record_header){"x-eventsink-source", src, strlen(src)};
+        char *err = NULL;
+        if (!producer_send(p->producer, p->cfg->kafka.dlq_topic, r->key, r->key_len,
+                           r->value ? r->value : "", r->value_len, h, r->nheaders + 2, NULL,
+                           &err)) {
+            log_warn("kafka.dlq_topic: %s", err);
+            free(err);
+        }
+        free(h);
+    }
 }
 
 static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts)
@@ -332,7 +369,10 @@ static void reload_policies(struct pipeline *p)
     struct lua_host_limits lim = policy_limits(p->cfg);
     char *err = NULL;
     struct policy_set *ps = policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err);
-    if (!ps) {
+    struct policy_set *ctl =
+        ps ? policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err) : NULL;
+    if (!ctl) {
+        policy_set_destroy(ps);
         log_error("policy reload failed, the previous policies (version %d) stay: %s",
                   p->policy_version, err);
         status_policies_failed(err);
@@ -342,6 +382,7 @@ static void reload_policies(struct pipeline *p)
     }
     policy_set_destroy(p->policies);
     p->policies = ps;
+    policy_ctl_swap(p->ctl, ctl);
     p->policy_version++;
     status_policies_loaded(p->policy_version, p->cfg->policies.items, p->cfg->policies.n);
     metrics_policy_reload(true);
@@ -350,26 +391,65 @@ static void reload_policies(struct pipeline *p)
 
 /* ---- the loop --------------------------------------------------------------------------- */
 
+/* Everything the running service owns besides the pipeline itself, in start order. */
+struct services {
+    struct embedded_kafka *embedded;
+    struct replay_env env;
+    struct http_server *http;
+    bool worker;
+};
+
+static void services_stop(struct pipeline *p, struct services *sv)
+{
+    if (sv->worker) replay_worker_stop();
+    http_stop(sv->http);
+    producer_destroy(p->producer);
+    p->producer = NULL;
+}
+
 int pipeline_run(struct config *cfg)
 {
     struct pipeline pl = {.cfg = cfg, .policy_version = 1};
     struct pipeline *p = &pl;
+    struct services sv = {0};
     int rc = 1;
     char *err = NULL;
     struct lua_host_limits lim = policy_limits(cfg);
+    struct policy_set *ctl = NULL;
     p->policies = policy_set_load(&cfg->policies, &lim, 1, &err);
-    if (!p->policies) {
+    if (p->policies) ctl = policy_set_load(&cfg->policies, &lim, 1, &err);
+    if (!ctl) {
         log_error("cannot load the policies: %s", err);
         free(err);
+        policy_set_destroy(p->policies);
         return 2;
     }
+    p->ctl = policy_ctl_create(ctl);
     status_policies_loaded(1, cfg->policies.items, cfg->policies.n);
-    struct http_server *http = http_start(cfg, &err);
-    if (!http) {
+
+    const char *bootstrap = cfg->kafka.brokers;
+    if (strcmp(cfg->kafka.brokers, "embedded") == 0) {
+        sv.embedded = embedded_kafka_start(cfg, &err);
+        if (!sv.embedded) {
+            log_error("%s", err);
+            free(err);
+            goto out;
+        }
+        bootstrap = embedded_kafka_bootstrap(sv.embedded);
+    }
+    p->producer = producer_create(cfg, bootstrap, &err);
+    if (!p->producer) {
+        log_error("cannot start the Kafka producer: %s", err);
+        free(err);
+        rc = 2;
+        goto out;
+    }
+    sv.env = (struct replay_env){.cfg = cfg, .producer = p->producer, .ctl = p->ctl};
+    sv.http = http_start(cfg, &sv.env, &err);
+    if (!sv.http) {
         log_error("cannot start the HTTP API: %s", err);
         free(err);
-        policy_set_destroy(p->policies);
-        return 1;
+        goto out;
     }
 
     /* PostgreSQL first: the schema must be there before any event is taken */
@@ -394,8 +474,10 @@ int pipeline_run(struct config *cfg)
         rc = 0;
         goto out;
     }
+    replay_worker_start(&sv.env);
+    sv.worker = true;
 
-    p->consumer = consumer_create(cfg, on_revoke, p, &err);
+    p->consumer = consumer_create(cfg, bootstrap, on_revoke, p, &err);
     if (!p->consumer) {
         log_error("cannot start the Kafka consumer: %s", err);
         free(err);
@@ -439,7 +521,6 @@ int pipeline_run(struct config *cfg)
     int64_t left = stop_started + SHUTDOWN_TOTAL_MS - now_ms();
     consumer_close(p->consumer, left < 500 ? 500 : (int)left);
     rc = 0;
-    log_info("eventsink stopped");
 out:
     /* every message goes back to librdkafka before its handle is destroyed */
     for (size_t i = 0; i < p->nheld; i++)
@@ -447,11 +528,14 @@ out:
     p->nheld = 0;
     batch_clear(p);
     consumer_destroy(p->consumer);
+    services_stop(p, &sv);
+    embedded_kafka_stop(sv.embedded);
     free(p->slots);
     free(p->held);
     free(p->items);
     db_close(p->db);
     policy_set_destroy(p->policies);
-    http_stop(http);
+    policy_ctl_destroy(p->ctl);
+    if (rc == 0) log_info("eventsink stopped");
     return rc;
 }

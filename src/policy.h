@@ -39,4 +39,9 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
                    char *bad_detail, struct decision *out);
 void decision_clear(struct decision *d);
 
+/* The replay_source hook for a replay request (CONTRACT section 6). Returns the tag
+ * (malloc'd), or NULL and *err when the hook failed. */
+char *policy_replay_source(struct policy_set *ps, const char *kind, const char *requested_by,
+                           const char *reason, bool automatic, char **err);
+
 #endif

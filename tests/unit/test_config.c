@@ -136,21 +136,21 @@ static void test_defaults(void **state)
 static void test_full_config(void **state)
 {
     struct fx *fx = *state;
-    struct config *c = load_ok(fx,
-        "return {\n"
-        "  kafka = { brokers = 'k1:9092,k2:9092', group_id = 'g', topics = { 'a', '^re.*' },\n"
-        "            dlq_topic = 'dead', properties = { ['fetch.min.bytes'] = 1,\n"
-        "            ['enable.idempotence'] = true, ['client.id'] = 'me' } },\n"
-        "  postgres = { dsn = 'dbname=x' },\n"
-        "  http = { listen = '0.0.0.0:8080', max_body_bytes = 2048, tokens = {\n"
-        "    { name = 'ops', token = 's3cret-ops', role = 'operator' },\n"
-        "    { name = 'view', token = 's3cret-view', tenants = { 'acme', 'globex' } } } },\n"
-        "  metrics = { listen = '127.0.0.1:9999' },\n"
-        "  webhooks = { secret = 'hush', tolerance_s = 60 },\n"
-        "  batch = { max_events = 10, max_wait_ms = 0 },\n"
-        "  replay = { max_depth = 5, rate_per_s = 7, max_batch_ids = 100 },\n"
-        "  log = { level = 'debug', format = 'json' },\n"
-        "}\n");
+    struct config *c = load_ok(
+        fx, "return {\n"
+            "  kafka = { brokers = 'k1:9092,k2:9092', group_id = 'g', topics = { 'a', '^re.*' },\n"
+            "            dlq_topic = 'dead', properties = { ['fetch.min.bytes'] = 1,\n"
+            "            ['enable.idempotence'] = true, ['client.id'] = 'me' } },\n"
+            "  postgres = { dsn = 'dbname=x' },\n"
+            "  http = { listen = '0.0.0.0:8080', max_body_bytes = 2048, tokens = {\n"
+            "    { name = 'ops', token = 's3cret-ops', role = 'operator' },\n"
+            "    { name = 'view', token = 's3cret-view', tenants = { 'acme', 'globex' } } } },\n"
+            "  metrics = { listen = '127.0.0.1:9999' },\n"
+            "  webhooks = { secret = 'hush', tolerance_s = 60 },\n"
+            "  batch = { max_events = 10, max_wait_ms = 0 },\n"
+            "  replay = { max_depth = 5, rate_per_s = 7, max_batch_ids = 100 },\n"
+            "  log = { level = 'debug', format = 'json' },\n"
+            "}\n");
     assert_string_equal(c->kafka.brokers, "k1:9092,k2:9092");
     assert_int_equal(c->kafka.topics.n, 2);
     assert_string_equal(c->kafka.topics.items[1], "^re.*");
@@ -160,7 +160,8 @@ static void test_full_config(void **state)
     for (size_t i = 0; i < c->kafka.properties.n; i++) {
         const struct kv *kv = &c->kafka.properties.items[i];
         if (!strcmp(kv->key, "fetch.min.bytes")) seen += 1, assert_string_equal(kv->value, "1");
-        if (!strcmp(kv->key, "enable.idempotence")) seen += 2, assert_string_equal(kv->value, "true");
+        if (!strcmp(kv->key, "enable.idempotence"))
+            seen += 2, assert_string_equal(kv->value, "true");
         if (!strcmp(kv->key, "client.id")) seen += 4, assert_string_equal(kv->value, "me");
     }
     assert_int_equal(seen, 7);
@@ -193,8 +194,10 @@ static void test_unknown_keys(void **state)
     load_err(fx, "return { postgres = { dsn = 'x', port = 5432 } }", "postgres.port", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, batch = { max_events = 5, maxevents = 1 } }",
              "batch.maxevents", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
-                 "token = '12345678', rol = 'viewer' } } } }", "http.tokens[1]", "rol", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
+             "token = '12345678', rol = 'viewer' } } } }",
+             "http.tokens[1]", "rol", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, [1] = 'positional' }", "keys must be names",
              NULL);
     /* every problem is reported, one a line, each naming the file */
@@ -216,8 +219,8 @@ static void test_wrong_types(void **state)
     load_err(fx, "return { postgres = { dsn = 42 } }", "postgres.dsn", "string", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, kafka = { brokers = { 'a' } } }",
              "kafka.brokers", "string", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, kafka = { topics = 'one' } }",
-             "kafka.topics", "list", NULL);
+    load_err(fx, "return { postgres = { dsn = 'x' }, kafka = { topics = 'one' } }", "kafka.topics",
+             "list", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, kafka = { topics = { 'a', 2 } } }",
              "kafka.topics", "item 2", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, kafka = { topics = { a = 'b' } } }",
@@ -278,8 +281,8 @@ static void test_http_listen_and_tokens(void **state)
     const char *const loopback[] = {"127.0.0.1:9106", "localhost:9106", "[::1]:9106"};
     for (size_t i = 0; i < 3; i++) {
         char text[256];
-        snprintf(text, sizeof text,
-                 "return { postgres = { dsn = 'x' }, http = { listen = '%s' } }", loopback[i]);
+        snprintf(text, sizeof text, "return { postgres = { dsn = 'x' }, http = { listen = '%s' } }",
+                 loopback[i]);
         config_free(load_ok(fx, text));
     }
     struct config *c = load_ok(fx, "return { postgres = { dsn = 'x' }, http = { listen = "
@@ -292,24 +295,35 @@ static void test_http_listen_and_tokens(void **state)
 static void test_token_validation(void **state)
 {
     struct fx *fx = *state;
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
-                 "token = 'long-enough', role = 'admin' } } } }", "http.tokens[1]", "admin", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
-                 "token = 'short' } } } }", "http.tokens[1]", "8", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { "
-                 "token = 'long-enough' } } } }", "http.tokens[1]", "name", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
+             "token = 'long-enough', role = 'admin' } } } }",
+             "http.tokens[1]", "admin", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
+             "token = 'short' } } } }",
+             "http.tokens[1]", "8", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { "
+             "token = 'long-enough' } } } }",
+             "http.tokens[1]", "name", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a' } } } }",
              "http.tokens[1]", "token", NULL);
     load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { 'a' } } }",
              "http.tokens[1]", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
-                 "token = 'long-enough', role = 7 } } } }", "role", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { "
-                 "{ name = 'a', token = 'long-enough-1' }, { name = 'ok', token = 'long-enough-2' },"
-                 " { name = 'a', token = 'long-enough-3', role = 'bad' } } } }",
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
+             "token = 'long-enough', role = 7 } } } }",
+             "role", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { "
+             "{ name = 'a', token = 'long-enough-1' }, { name = 'ok', token = 'long-enough-2' },"
+             " { name = 'a', token = 'long-enough-3', role = 'bad' } } } }",
              "two tokens are named \"a\"", "http.tokens[3]", NULL);
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
-                 "token = 'long-enough', tenants = 'acme' } } } }", "http.tokens[1]", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { { name = 'a', "
+             "token = 'long-enough', tenants = 'acme' } } } }",
+             "http.tokens[1]", NULL);
 }
 
 /* BUG (config.c, read_tokens): http.tokens is read with lua_rawlen/lua_rawgeti only, so
@@ -320,8 +334,10 @@ static void test_token_validation(void **state)
 static void test_tokens_as_a_map_are_refused(void **state)
 {
     struct fx *fx = *state;
-    load_err(fx, "return { postgres = { dsn = 'x' }, http = { tokens = { ops = { name = 'ops', "
-                 "token = 'long-enough', role = 'operator' } } } }", "http.tokens", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { tokens = { ops = { name = 'ops', "
+             "token = 'long-enough', role = 'operator' } } } }",
+             "http.tokens", NULL);
 }
 
 static void test_relative_paths(void **state)
@@ -333,8 +349,10 @@ static void test_relative_paths(void **state)
     snprintf(p, sizeof p, "%s/sub/a.lua", fx->dir);
     write_file(p, "return {}\n");
     char text[512];
-    snprintf(text, sizeof text, "return { postgres = { dsn = 'x' }, policies = { 'sub/a.lua', "
-                                "'%s/policies/default.lua', './policies/default.lua' } }", fx->dir);
+    snprintf(text, sizeof text,
+             "return { postgres = { dsn = 'x' }, policies = { 'sub/a.lua', "
+             "'%s/policies/default.lua', './policies/default.lua' } }",
+             fx->dir);
     struct config *c = load_ok(fx, text);
     assert_int_equal(c->policies.n, 3);
     snprintf(want, sizeof want, "%s/sub/a.lua", fx->dir);
@@ -415,12 +433,17 @@ int main(void)
     log_configure("error", NULL);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_defaults),       T(test_full_config),
-        T(test_unknown_keys),   T(test_wrong_types),
-        T(test_out_of_range),   T(test_validation),
-        T(test_http_listen_and_tokens), T(test_token_validation),
+        T(test_defaults),
+        T(test_full_config),
+        T(test_unknown_keys),
+        T(test_wrong_types),
+        T(test_out_of_range),
+        T(test_validation),
+        T(test_http_listen_and_tokens),
+        T(test_token_validation),
         T(test_tokens_as_a_map_are_refused),
-        T(test_relative_paths), T(test_lua_errors),
+        T(test_relative_paths),
+        T(test_lua_errors),
         T(test_getenv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -88,9 +88,9 @@ static void test_valid_escapes_and_surrogates(void **state)
     (void)state;
     expect_ok("\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t\"", false);
     expect_ok("\"\\u0041\\u00e9\\u20AC\\uFFFF\"", false);
-    expect_ok("\"\\uD83D\\uDE00\"", false);       /* U+1F600 as a surrogate pair */
-    expect_ok("\"\\ud83d\\ude00\"", false);       /* lower-case hex */
-    expect_ok("\"\\uDBFF\\uDFFF\"", false);       /* U+10FFFF */
+    expect_ok("\"\\uD83D\\uDE00\"", false); /* U+1F600 as a surrogate pair */
+    expect_ok("\"\\ud83d\\ude00\"", false); /* lower-case hex */
+    expect_ok("\"\\uDBFF\\uDFFF\"", false); /* U+10FFFF */
     expect_ok("\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", false); /* raw UTF-8 */
     expect_ok("\"\\\\u0000\"", false); /* an escaped backslash then "u0000": fine */
     expect_ok("{\"k\\u0001\":\"\\u001f\"}", true);
@@ -100,17 +100,57 @@ static void test_invalid_texts(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "[1,2,]",         "{\"a\":1,}",     "{'a':1}",      "['x']",        "01",
-        "-01",            "00",             "1.",           ".5",           "1e",
-        "1e+",            "-",              "+1",           "0x10",         "NaN",
-        "Infinity",       "tru",            "nul",          "True",         "[1 2]",
-        "{\"a\" 1}",      "{\"a\":}",       "{1:2}",        "{\"a\"}",      "[",
-        "{",              "\"abc",          "[1,",          "{\"a\":",      "\"\\",
-        "\"\\u12\"",      "\"\\u12G4\"",    "\"\\x41\"",    "\"\\U0041\"",  "\"\\uD83D\"",
-        "\"\\uD83Dx\"",   "\"\\uD83D\\u0041\"", "\"\\uDE00\"", "\"\\uDE00\\uD83D\"",
-        "{} x",           "[] []",          "1 2",          "nullx",        "\"a\"\"b\"",
-        "",               "   ",            "\n",           "]",            "}",
-        ",",              ":",
+        "[1,2,]",
+        "{\"a\":1,}",
+        "{'a':1}",
+        "['x']",
+        "01",
+        "-01",
+        "00",
+        "1.",
+        ".5",
+        "1e",
+        "1e+",
+        "-",
+        "+1",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "tru",
+        "nul",
+        "True",
+        "[1 2]",
+        "{\"a\" 1}",
+        "{\"a\":}",
+        "{1:2}",
+        "{\"a\"}",
+        "[",
+        "{",
+        "\"abc",
+        "[1,",
+        "{\"a\":",
+        "\"\\",
+        "\"\\u12\"",
+        "\"\\u12G4\"",
+        "\"\\x41\"",
+        "\"\\U0041\"",
+        "\"\\uD83D\"",
+        "\"\\uD83Dx\"",
+        "\"\\uD83D\\u0041\"",
+        "\"\\uDE00\"",
+        "\"\\uDE00\\uD83D\"",
+        "{} x",
+        "[] []",
+        "1 2",
+        "nullx",
+        "\"a\"\"b\"",
+        "",
+        "   ",
+        "\n",
+        "]",
+        "}",
+        ",",
+        ":",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_invalid(bad[i], strlen(bad[i]));
@@ -146,9 +186,9 @@ static void test_truncated_input(void **state)
 static void test_error_offsets(void **state)
 {
     (void)state;
-    assert_int_equal(expect_invalid("[1,2,]", 6), 5);     /* at the ']' */
-    assert_int_equal(expect_invalid("{} x", 4), 3);       /* at the 'x' */
-    assert_int_equal(expect_invalid("[1, 01]", 7), 5);    /* the second digit of 01 */
+    assert_int_equal(expect_invalid("[1,2,]", 6), 5);  /* at the ']' */
+    assert_int_equal(expect_invalid("{} x", 4), 3);    /* at the 'x' */
+    assert_int_equal(expect_invalid("[1, 01]", 7), 5); /* the second digit of 01 */
     assert_int_equal(expect_invalid("{'a':1}", 7), 1);
     assert_in_range(expect_invalid("\"\\uDE00\"", 8), 1, 7);
     size_t at = expect_invalid("\"abc", 4);
@@ -238,8 +278,8 @@ static void roundtrip(const char *s, size_t n, const char *expected)
     if (expected) assert_string_equal(b.data, expected);
     struct json_info info = {0};
     if (json_check(b.data, b.len, &info) != JSON_OK)
-        fail_msg("json_write_string produced invalid JSON: %s (%s at %zu)", b.data,
-                 info.error, info.error_at);
+        fail_msg("json_write_string produced invalid JSON: %s (%s at %zu)", b.data, info.error,
+                 info.error_at);
     assert_false(info.is_object);
     /* no raw control character survives */
     for (size_t i = 0; i < b.len; i++)

@@ -53,7 +53,7 @@ static void test_str_with_length(void **state)
     (void)state;
     struct pgarray a = {0};
     pgarray_str(&a, "abcdef", 3);
-    pgarray_str(&a, "{\"x\":1}", 7);        /* a JSON document as one element */
+    pgarray_str(&a, "{\"x\":1}", 7);       /* a JSON document as one element */
     pgarray_str(&a, "caf\xc3\xa9\n\t", 7); /* UTF-8 and control characters pass through */
     assert_string_equal(pgarray_text(&a), "{\"abc\",\"{\\\"x\\\":1}\",\"caf\xc3\xa9\n\t\"}");
     pgarray_free(&a);
@@ -83,7 +83,8 @@ static void test_ints(void **state)
     pgarray_int(&a, INT64_MIN);
     pgarray_int_or_null(&a, 5);
     pgarray_int_or_null(&a, -1);
-    assert_string_equal(pgarray_text(&a), "{0,42,-7,9223372036854775807,-9223372036854775808,5,-1}");
+    assert_string_equal(pgarray_text(&a),
+                        "{0,42,-7,9223372036854775807,-9223372036854775808,5,-1}");
     pgarray_free(&a);
 }
 
@@ -162,16 +163,11 @@ static void test_large(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_strings_plain),
-        cmocka_unit_test(test_quoting),
-        cmocka_unit_test(test_str_with_length),
-        cmocka_unit_test(test_null_elements),
-        cmocka_unit_test(test_ints),
-        cmocka_unit_test(test_bytea),
-        cmocka_unit_test(test_mixed_and_text_then_append),
-        cmocka_unit_test(test_reset_and_reuse),
-        cmocka_unit_test(test_large),
+        cmocka_unit_test(test_empty),           cmocka_unit_test(test_strings_plain),
+        cmocka_unit_test(test_quoting),         cmocka_unit_test(test_str_with_length),
+        cmocka_unit_test(test_null_elements),   cmocka_unit_test(test_ints),
+        cmocka_unit_test(test_bytea),           cmocka_unit_test(test_mixed_and_text_then_append),
+        cmocka_unit_test(test_reset_and_reuse), cmocka_unit_test(test_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

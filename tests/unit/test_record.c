@@ -18,7 +18,11 @@
 static struct record rec(const char *value, size_t len)
 {
     struct record r = {
-        .topic = "t", .partition = 0, .offset = 1, .value = value, .value_len = len,
+        .topic = "t",
+        .partition = 0,
+        .offset = 1,
+        .value = value,
+        .value_len = len,
         .timestamp_ms = -1,
     };
     return r;
@@ -238,7 +242,8 @@ static void test_headers_simple(void **state)
         {"content-type", "application/json", 16},
     };
     char *s = headers_json(h, 2);
-    assert_string_equal(s, "{\"x-replay-source\":\"operator_api\",\"content-type\":\"application/json\"}");
+    assert_string_equal(
+        s, "{\"x-replay-source\":\"operator_api\",\"content-type\":\"application/json\"}");
     free(s);
 }
 
@@ -262,11 +267,11 @@ static void test_headers_escaping(void **state)
     (void)state;
     struct record_header h[] = {
         {"q\"uote", "back\\slash \"x\"", 14},
-        {"bin", "\xff\x00\x01", 3},         /* not UTF-8: hex */
-        {"nul", "a\0b", 3},                 /* NUL: hex */
-        {"ctl", "line1\nline2\t", 12},      /* control characters: escaped */
+        {"bin", "\xff\x00\x01", 3},    /* not UTF-8: hex */
+        {"nul", "a\0b", 3},            /* NUL: hex */
+        {"ctl", "line1\nline2\t", 12}, /* control characters: escaped */
         {"utf", "caf\xc3\xa9", 5},
-        {"bad\xffname", "v", 1},            /* a non-UTF-8 name: hex too */
+        {"bad\xffname", "v", 1}, /* a non-UTF-8 name: hex too */
     };
     char *s = headers_json(h, sizeof h / sizeof h[0]);
     assert_string_equal(s, "{\"q\\\"uote\":\"back\\\\slash \\\"x\\\"\","

@@ -46,38 +46,38 @@ static void test_empty_and_ascii(void **state)
 static void test_valid_multibyte(void **state)
 {
     (void)state;
-    VALID("\xc2\x80");                 /* U+0080, smallest 2-byte */
-    VALID("\xc3\xa9");                 /* é */
-    VALID("\xdf\xbf");                 /* U+07FF */
-    VALID("\xe0\xa0\x80");             /* U+0800, smallest 3-byte */
-    VALID("\xe2\x82\xac");             /* € */
-    VALID("\xed\x9f\xbf");             /* U+D7FF, just below the surrogates */
-    VALID("\xee\x80\x80");             /* U+E000, just above them */
-    VALID("\xef\xbf\xbf");             /* U+FFFF */
-    VALID("\xf0\x90\x80\x80");         /* U+10000, smallest 4-byte */
-    VALID("\xf0\x9f\x98\x80");         /* 😀 */
-    VALID("\xf4\x8f\xbf\xbf");         /* U+10FFFF, the last code point */
+    VALID("\xc2\x80");         /* U+0080, smallest 2-byte */
+    VALID("\xc3\xa9");         /* é */
+    VALID("\xdf\xbf");         /* U+07FF */
+    VALID("\xe0\xa0\x80");     /* U+0800, smallest 3-byte */
+    VALID("\xe2\x82\xac");     /* € */
+    VALID("\xed\x9f\xbf");     /* U+D7FF, just below the surrogates */
+    VALID("\xee\x80\x80");     /* U+E000, just above them */
+    VALID("\xef\xbf\xbf");     /* U+FFFF */
+    VALID("\xf0\x90\x80\x80"); /* U+10000, smallest 4-byte */
+    VALID("\xf0\x9f\x98\x80"); /* 😀 */
+    VALID("\xf4\x8f\xbf\xbf"); /* U+10FFFF, the last code point */
     VALID("caf\xc3\xa9 \xe2\x82\xac\xf0\x9f\x98\x80 \xe6\x97\xa5\xe6\x9c\xac");
 }
 
 static void test_overlongs(void **state)
 {
     (void)state;
-    BAD("\xc0\x80", 0);                /* overlong NUL */
-    BAD("\xc0\xaf", 0);                /* overlong '/' */
+    BAD("\xc0\x80", 0); /* overlong NUL */
+    BAD("\xc0\xaf", 0); /* overlong '/' */
     BAD("\xc1\xbf", 0);
     BAD("\xe0\x80\x80", 0);
-    BAD("\xe0\x9f\xbf", 0);            /* overlong U+07FF */
+    BAD("\xe0\x9f\xbf", 0); /* overlong U+07FF */
     BAD("\xf0\x80\x80\x80", 0);
-    BAD("\xf0\x8f\xbf\xbf", 0);        /* overlong U+FFFF */
+    BAD("\xf0\x8f\xbf\xbf", 0); /* overlong U+FFFF */
     BAD("ab\xc0\x80", 2);
 }
 
 static void test_surrogates(void **state)
 {
     (void)state;
-    BAD("\xed\xa0\x80", 0);            /* U+D800 */
-    BAD("\xed\xbf\xbf", 0);            /* U+DFFF */
+    BAD("\xed\xa0\x80", 0);             /* U+D800 */
+    BAD("\xed\xbf\xbf", 0);             /* U+DFFF */
     BAD("\xed\xa0\xbd\xed\xb8\x80", 0); /* CESU-8 style pair */
     BAD("xyz\xed\xb0\x80", 3);
 }
@@ -85,11 +85,11 @@ static void test_surrogates(void **state)
 static void test_above_max(void **state)
 {
     (void)state;
-    BAD("\xf4\x90\x80\x80", 0);        /* U+110000 */
+    BAD("\xf4\x90\x80\x80", 0); /* U+110000 */
     BAD("\xf4\xbf\xbf\xbf", 0);
     BAD("\xf5\x80\x80\x80", 0);
     BAD("\xf7\xbf\xbf\xbf", 0);
-    BAD("\xf8\x88\x80\x80\x80", 0);    /* old 5-byte form */
+    BAD("\xf8\x88\x80\x80\x80", 0);     /* old 5-byte form */
     BAD("\xfc\x84\x80\x80\x80\x80", 0); /* old 6-byte form */
     BAD("\xfe", 0);
     BAD("\xff", 0);
@@ -98,14 +98,14 @@ static void test_above_max(void **state)
 static void test_bad_continuations(void **state)
 {
     (void)state;
-    BAD("\x80", 0);                    /* lone continuation */
+    BAD("\x80", 0); /* lone continuation */
     BAD("\xbf", 0);
     BAD("a\x80", 1);
-    BAD("\xc3\x28", 0);                /* second byte not a continuation */
+    BAD("\xc3\x28", 0); /* second byte not a continuation */
     BAD("\xc3\xc3\xa9", 0);
     BAD("\xe2\x28\xa1", 0);
-    BAD("\xe2\x82\x28", 0);            /* third byte */
-    BAD("\xf0\x9f\x98\x28", 0);        /* fourth byte */
+    BAD("\xe2\x82\x28", 0);     /* third byte */
+    BAD("\xf0\x9f\x98\x28", 0); /* fourth byte */
     BAD("\xf0\x9f\x28\x80", 0);
     BAD("ok \xc3\xa9 then \xe2\x82", 11);
 }
@@ -123,7 +123,9 @@ static void test_truncated(void **state)
     /* the length given wins over what follows in memory */
     expect_bad("\xc3\xa9", 1, 0);
     expect_bad("x\xe2\x82\xac", 3, 1);
-    expect_valid("\xe2\x82\xac" "\xff", 3);
+    expect_valid("\xe2\x82\xac"
+                 "\xff",
+                 3);
 }
 
 /* The 8-byte ASCII fast path must not skip a bad byte at any position, nor read past n. */

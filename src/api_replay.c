@@ -1,0 +1,609 @@
+/* The write side of the operator API (CONTRACT sections 4 and 5): replays of one event, of
+ * a batch, of a time range; DLQ retries and discards; replay jobs. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "replay_jobs_sql.h"
+#include "replay_sql.h"
+#include "replay_worker.h"
+
+#define IDEMPOTENCY_KEY_MAX 200
+
+static const char *who(struct http_req *rq)
+{
+    return rq->token ? rq->token->name : "anonymous";
+}
+
+/* Optional string member; false (with a 400 answer) when present with another type. */
+static bool opt_str(const struct jsonv *body, const char *key, const char **out,
+                    struct http_resp *rs)
+{
+    const struct jsonv *v = jsonv_get(body, key);
+    *out = NULL;
+    if (!v || v->type == JV_NULL) return true;
+    if (v->type != JV_STRING) {
+        http_error(rs, 400, "bad_request", "%s must be a string", key);
+        return false;
+    }
+    *out = v->str;
+    return true;
+}
+
+/* A boolean from the body, else from the query string ("true"/"false"). */
+static bool opt_bool(struct http_req *rq, const struct jsonv *body, const char *key, bool def,
+                     bool *out, struct http_resp *rs)
+{
+    const struct jsonv *v = jsonv_get(body, key);
+    const char *q = http_query(rq, key);
+    *out = def;
+    if (v && v->type != JV_NULL) {
+        if (v->type != JV_BOOL) {
+            http_error(rs, 400, "bad_request", "%s must be true or false", key);
+            return false;
+        }
+        *out = v->b;
+    } else if (q && *q) {
+        if (strcmp(q, "true") != 0 && strcmp(q, "false") != 0) {
+            http_error(rs, 400, "bad_request", "%s must be true or false", key);
+            return false;
+        }
+        *out = strcmp(q, "true") == 0;
+    }
+    return true;
+}
+
+/* A string from the body, else from the query string. */
+static bool param_str(struct http_req *rq, const struct jsonv *body, const char *key,
+                      const char **out, struct http_resp *rs)
+{
+    if (!opt_str(body, key, out, rs)) return false;
+    if (!*out) {
+        const char *q = http_query(rq, key);
+        *out = q && *q ? q : NULL;
+    }
+    return true;
+}
+
+/* The job's params: what was asked, plus the token's tenant scope. */
+static void params_begin(struct buf *p, struct http_req *rq)
+{
+    buf_putc(p, '{');
+    if (rq->token && rq->token->tenants.n) {
+        buf_puts(p, "\"scope\":[");
+        for (size_t i = 0; i < rq->token->tenants.n; i++) {
+            if (i) buf_putc(p, ',');
+            json_write_cstr(p, rq->token->tenants.items[i]);
+        }
+        buf_puts(p, "],");
+    }
+}
+
+static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *kind,
+                          const char *tag, const char *reason, const char *params,
+                          const char *status, long total)
+{
+    char tot[24];
+    snprintf(tot, sizeof tot, "%ld", total);
+    const char *p[] = {kind, tag, who(rq), reason, params, status, tot};
+    PGresult *res = http_exec(rq, rs, c, SQL_JOB_CREATE, 7, p);
+    if (!res) return 0;
+    int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return id;
+}
+
+static void finish_job(PGconn *c, int64_t job)
+{
+    char j[24];
+    snprintf(j, sizeof j, "%" PRId64, job);
+    const char *p[] = {j};
+    PQclear(PQexecParams(c, SQL_REPLAY_JOB_FINISH, 1, NULL, p, NULL, NULL, 0));
+}
+
+/* Produces the one item of a synchronous job and answers: 202 once Kafka acknowledged,
+ * 503 when it did not (the job records the failure; nothing counts as done). */
+static void run_single(struct http_req *rq, struct http_resp *rs, PGconn *c, int64_t job,
+                       const char *tag, const char *what, const char *id)
+{
+    struct replay_outcome out;
+    char *err = NULL;
+    bool ok = replay_run_chunk(c, rq->env, job, tag, 1, NULL, &out, &err);
+    finish_job(c, job);
+    if (!ok) {
+        http_error(rs, 503, "postgres_unavailable", "%s", err);
+        free(err);
+        return;
+    }
+    if (out.sent != 1) {
+        http_error(rs, 503, "kafka_unavailable", "job %" PRId64 ": Kafka did not take the %s: %s",
+                   job, strcmp(what, "dlq_id") == 0 ? "retry" : "replay", out.error);
+        return;
+    }
+    rs->status = 202;
+    buf_reset(&rs->body);
+    buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"%s\":%s,\"replay_source\":", job, what, id);
+    json_write_cstr(&rs->body, tag);
+    buf_puts(&rs->body, ",\"kafka\":{\"topic\":");
+    json_write_cstr(&rs->body, out.topic);
+    buf_printf(&rs->body, ",\"partition\":%d,\"offset\":%" PRId64 "}}", (int)out.partition,
+               out.offset);
+}
+
+static bool path_id(struct http_req *rq, struct http_resp *rs, int64_t *id)
+{
+    if (http_parse_id(rq->path_args[0], id)) return true;
+    http_error(rs, 400, "bad_request", "the id must be a positive integer, not \"%s\"",
+               rq->path_args[0]);
+    return false;
+}
+
+/* ---- POST /replay/{id} ----------------------------------------------------------------- */
+
+static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *idtext,
+                       const char *reason)
+{
+    const char *p1[] = {idtext, rq->tenant_scope};
+    PGresult *res = http_exec(rq, rs, c, SQL_REPLAY_TARGET, 2, p1);
+    if (!res) return;
+    if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        http_error(rs, 404, "not_found", "no such event: %s", idtext);
+        PQclear(res);
+        return;
+    }
+    long depth = atol(PQgetvalue(res, 0, 0)) + 1;
+    if (depth > rq->cfg->replay.max_depth) {
+        http_error(rs, 409, "max_depth",
+                   "replaying event %s would make a replay of depth %ld, over replay.max_depth "
+                   "(%ld); lineage: %s",
+                   idtext, depth, rq->cfg->replay.max_depth, PQgetvalue(res, 0, 1));
+        PQclear(res);
+        return;
+    }
+    PQclear(res);
+    char *tag = policy_ctl_replay_source(rq->env->ctl, "single", who(rq), reason, false);
+    struct buf params = {0};
+    params_begin(&params, rq);
+    buf_printf(&params, "\"event_id\":%s}", idtext);
+    int64_t job = create_job(rq, rs, c, "single", tag, reason, params.data, "running", 1);
+    buf_free(&params);
+    if (job) {
+        char j[24];
+        snprintf(j, sizeof j, "%" PRId64, job);
+        const char *p2[] = {j, idtext, NULL};
+        PGresult *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
+        if (r2) {
+            PQclear(r2);
+            run_single(rq, rs, c, job, tag, "event_id", idtext);
+        }
+    }
+    free(tag);
+}
+
+static void h_replay_one(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t id;
+    if (!path_id(rq, rs, &id)) return;
+    struct jsonv *body = http_json_body(rq, rs, false);
+    if (!body) return;
+    const char *reason = NULL;
+    if (!opt_str(body, "reason", &reason, rs)) goto out;
+    const char *key = http_header(rq, "Idempotency-Key");
+    if (key && (!*key || strlen(key) > IDEMPOTENCY_KEY_MAX)) {
+        http_error(rs, 400, "bad_request", "Idempotency-Key must be 1 to %d characters",
+                   IDEMPOTENCY_KEY_MAX);
+        goto out;
+    }
+    PGconn *c = http_db(rq, rs);
+    if (!c) goto out;
+    const char *kp[] = {who(rq), key};
+    bool locked = false;
+    if (key) {
+        /* one request per key at a time; a retry waits for the first answer */
+        PGresult *l = http_exec(rq, rs, c, SQL_IDEM_LOCK, 2, kp);
+        if (!l) goto done;
+        PQclear(l);
+        locked = true;
+        PGresult *prev = http_exec(rq, rs, c, SQL_IDEM_GET, 2, kp);
+        if (!prev) goto done;
+        if (PQntuples(prev) == 1) {
+            rs->status = atoi(PQgetvalue(prev, 0, 0));
+            buf_reset(&rs->body);
+            buf_puts(&rs->body, PQgetvalue(prev, 0, 1));
+            PQclear(prev);
+            goto done;
+        }
+        PQclear(prev);
+    }
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%" PRId64, id);
+    replay_one(rq, rs, c, idtext, reason);
+    if (key && rs->status == 202) {
+        char st[8];
+        snprintf(st, sizeof st, "%d", rs->status);
+        const char *pp[] = {who(rq), key, st, rs->body.data};
+        PQclear(PQexecParams(c, SQL_IDEM_PUT, 4, NULL, pp, NULL, NULL, 0));
+    }
+done:
+    if (locked) PQclear(PQexecParams(c, SQL_IDEM_UNLOCK, 2, NULL, kp, NULL, NULL, 0));
+    http_db_done(rq, c);
+out:
+    jsonv_free(body);
+}
+
+/* ---- POST /replay/batch ---------------------------------------------------------------- */
+
+static bool rate_param(struct http_req *rq, const struct jsonv *body, struct http_resp *rs,
+                       long *rate)
+{
+    const struct jsonv *v = jsonv_get(body, "rate_per_s");
+    const char *q = http_query(rq, "rate_per_s");
+    long cap = rq->cfg->replay.rate_per_s;
+    *rate = cap;
+    int64_t r = 0;
+    if (v && v->type != JV_NULL) {
+        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) goto bad;
+        r = v->i;
+    } else if (q && *q) {
+        if (!http_parse_id(q, &r)) goto bad;
+    } else {
+        return true;
+    }
+    *rate = r < cap ? (long)r : cap; /* a request may go slower than replay.rate_per_s */
+    return true;
+bad:
+    http_error(rs, 400, "bad_request", "rate_per_s must be a positive integer");
+    return false;
+}
+
+static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *body = http_json_body(rq, rs, true);
+    if (!body) return;
+    const struct jsonv *ids = jsonv_get(body, "ids");
+    const char *reason = NULL;
+    long rate;
+    struct buf arr = {0}, params = {0};
+    if (!opt_str(body, "reason", &reason, rs) || !rate_param(rq, body, rs, &rate)) goto out;
+    if (!ids || ids->type != JV_ARRAY || ids->n == 0) {
+        http_error(rs, 400, "bad_request", "ids must be a non-empty array of event ids");
+        goto out;
+    }
+    if (ids->n > (size_t)rq->cfg->replay.max_batch_ids) {
+        http_error(rs, 400, "bad_request", "%zu ids is over replay.max_batch_ids (%ld)", ids->n,
+                   rq->cfg->replay.max_batch_ids);
+        goto out;
+    }
+    buf_putc(&arr, '{');
+    params_begin(&params, rq);
+    buf_printf(&params, "\"rate_per_s\":%ld,\"ids\":[", rate);
+    for (size_t i = 0; i < ids->n; i++) {
+        const struct jsonv *v = &ids->items[i];
+        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) {
+            http_error(rs, 400, "bad_request", "ids[%zu] is not a positive integer", i);
+            goto out;
+        }
+        buf_printf(&arr, "%s%" PRId64, i ? "," : "", v->i);
+        buf_printf(&params, "%s%" PRId64, i ? "," : "", v->i);
+    }
+    buf_putc(&arr, '}');
+    buf_puts(&params, "]}");
+    PGconn *c = http_db(rq, rs);
+    if (!c) goto out;
+    char *tag = policy_ctl_replay_source(rq->env->ctl, "batch", who(rq), reason, false);
+    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    if (b) {
+        PQclear(b);
+        int64_t job = create_job(rq, rs, c, "batch", tag, reason, params.data, "pending", 0);
+        char j[24];
+        snprintf(j, sizeof j, "%" PRId64, job);
+        const char *p[] = {j, arr.data, rq->tenant_scope};
+        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_BATCH, 3, p) : NULL;
+        if (res) {
+            long total = atol(PQgetvalue(res, 0, 0));
+            PQclear(res);
+            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
+            if (cm) {
+                PQclear(cm);
+                rs->status = 202;
+                buf_reset(&rs->body);
+                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
+                replay_worker_wake();
+            }
+        }
+        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(tag);
+    http_db_done(rq, c);
+out:
+    buf_free(&arr);
+    buf_free(&params);
+    jsonv_free(body);
+}
+
+/* ---- POST /replay/range ---------------------------------------------------------------- */
+
+static void h_replay_range(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *body = http_json_body(rq, rs, false);
+    if (!body) return;
+    const char *start, *end, *topic, *tenant, *reason;
+    bool only_original, dry_run, confirm;
+    long rate;
+    struct buf params = {0};
+    if (!param_str(rq, body, "start", &start, rs) || !param_str(rq, body, "end", &end, rs) ||
+        !param_str(rq, body, "topic", &topic, rs) || !param_str(rq, body, "tenant", &tenant, rs) ||
+        !param_str(rq, body, "reason", &reason, rs) ||
+        !opt_bool(rq, body, "only_original", true, &only_original, rs) ||
+        !opt_bool(rq, body, "dry_run", false, &dry_run, rs) ||
+        !opt_bool(rq, body, "confirm", false, &confirm, rs) || !rate_param(rq, body, rs, &rate))
+        goto out;
+    if (!start || !end) {
+        http_error(rs, 400, "bad_request", "start and end (ISO 8601) are required");
+        goto out;
+    }
+    PGconn *c = http_db(rq, rs);
+    if (!c) goto out;
+    const char *chk[] = {start, end};
+    PGresult *order = http_exec(rq, rs, c, "SELECT $1::timestamptz < $2::timestamptz", 2, chk);
+    if (!order) goto done;
+    bool before = PQgetvalue(order, 0, 0)[0] == 't';
+    PQclear(order);
+    if (!before) {
+        http_error(rs, 400, "bad_request", "start must be before end");
+        goto done;
+    }
+    const char *p[] = {
+        start, end, topic, tenant, only_original ? "true" : "false", rq->tenant_scope, NULL};
+    PGresult *cnt = http_exec(rq, rs, c, SQL_RANGE_COUNT, 6, p);
+    if (!cnt) goto done;
+    long matched = atol(PQgetvalue(cnt, 0, 0));
+    PQclear(cnt);
+    if (dry_run) {
+        buf_printf(&rs->body, "{\"matched\":%ld,\"dry_run\":true}", matched);
+        goto done;
+    }
+    if (matched > rq->cfg->replay.confirm_above && !confirm) {
+        http_error(rs, 422, "confirmation_required",
+                   "the range matches %ld events, over replay.confirm_above (%ld): send "
+                   "\"confirm\": true to replay them",
+                   matched, rq->cfg->replay.confirm_above);
+        goto done;
+    }
+    params_begin(&params, rq);
+    buf_puts(&params, "\"start\":");
+    json_write_cstr(&params, start);
+    buf_puts(&params, ",\"end\":");
+    json_write_cstr(&params, end);
+    buf_puts(&params, ",\"topic\":");
+    json_write_cstr(&params, topic);
+    buf_puts(&params, ",\"tenant\":");
+    json_write_cstr(&params, tenant);
+    buf_printf(&params, ",\"only_original\":%s,\"rate_per_s\":%ld}",
+               only_original ? "true" : "false", rate);
+    char *tag = policy_ctl_replay_source(rq->env->ctl, "range", who(rq), reason, false);
+    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    if (b) {
+        PQclear(b);
+        int64_t job = create_job(rq, rs, c, "range", tag, reason, params.data, "pending", 0);
+        char j[24];
+        snprintf(j, sizeof j, "%" PRId64, job);
+        p[6] = j;
+        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_RANGE, 7, p) : NULL;
+        if (res) {
+            long total = atol(PQgetvalue(res, 0, 0));
+            PQclear(res);
+            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
+            if (cm) {
+                PQclear(cm);
+                rs->status = 202;
+                buf_reset(&rs->body);
+                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"matched\":%ld}", job, total);
+                replay_worker_wake();
+            }
+        }
+        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(tag);
+done:
+    http_db_done(rq, c);
+out:
+    buf_free(&params);
+    jsonv_free(body);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static void h_jobs(struct http_req *rq, struct http_resp *rs)
+{
+    const char *l = http_query(rq, "limit");
+    int64_t limit = 50;
+    if (l && (!http_parse_id(l, &limit) || limit > 1000)) {
+        http_error(rs, 400, "bad_request", "limit must be an integer from 1 to 1000");
+        return;
+    }
+    const char *status = http_query(rq, "status");
+    if (status && !*status) status = NULL;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", (int)limit);
+    const char *p[] = {lim, status, rq->tenant_scope};
+    http_query_json(rq, rs, SQL_JOBS_LIST, 3, p, NULL);
+}
+
+static void h_job(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t id;
+    if (!path_id(rq, rs, &id)) return;
+    const char *p[] = {rq->path_args[0], rq->tenant_scope};
+    http_query_json(rq, rs, SQL_JOB_ONE, 2, p, "no such replay job");
+}
+
+static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t id;
+    if (!path_id(rq, rs, &id)) return;
+    PGconn *c = http_db(rq, rs);
+    if (!c) return;
+    const char *p[] = {rq->path_args[0], rq->tenant_scope};
+    PGresult *res = http_exec(rq, rs, c, SQL_JOB_CANCEL, 2, p);
+    http_db_done(rq, c);
+    if (!res) return;
+    if (PQntuples(res) == 0) {
+        http_error(rs, 404, "not_found", "no such replay job");
+    } else if (atoi(PQgetvalue(res, 0, 0)) == 0) {
+        http_error(rs, 409, "conflict", "the job has already ended (%s)", PQgetvalue(res, 0, 1));
+    } else {
+        PQclear(res);
+        log_info("replay job %s cancelled by %s", rq->path_args[0], who(rq));
+        http_query_json(rq, rs, SQL_JOB_ONE, 2, p, "no such replay job");
+        return;
+    }
+    PQclear(res);
+}
+
+/* ---- DLQ -------------------------------------------------------------------------------- */
+
+/* The DLQ entry's status, or NULL with 404 (also for entries of other tenants). */
+static char *dlq_status(struct http_req *rq, struct http_resp *rs, PGconn *c)
+{
+    const char *p[] = {rq->path_args[0], rq->tenant_scope};
+    PGresult *res = http_exec(rq, rs, c, SQL_DLQ_STATUS, 2, p);
+    if (!res) return NULL;
+    char *st = PQntuples(res) ? xstrdup(PQgetvalue(res, 0, 0)) : NULL;
+    if (!st) http_error(rs, 404, "not_found", "no such DLQ entry");
+    PQclear(res);
+    return st;
+}
+
+static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t id;
+    if (!path_id(rq, rs, &id)) return;
+    struct jsonv *body = http_json_body(rq, rs, false);
+    if (!body) return;
+    const char *reason = NULL;
+    if (!opt_str(body, "reason", &reason, rs)) {
+        jsonv_free(body);
+        return;
+    }
+    PGconn *c = http_db(rq, rs);
+    if (!c) {
+        jsonv_free(body);
+        return;
+    }
+    char *st = dlq_status(rq, rs, c);
+    if (st && (strcmp(st, "resolved") == 0 || strcmp(st, "discarded") == 0)) {
+        http_error(rs, 409, "conflict", "DLQ entry %s is %s; there is nothing to retry",
+                   rq->path_args[0], st);
+    } else if (st) {
+        char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), reason, false);
+        struct buf params = {0};
+        params_begin(&params, rq);
+        buf_printf(&params, "\"dlq_id\":%s}", rq->path_args[0]);
+        int64_t job = create_job(rq, rs, c, "dlq_retry", tag, reason, params.data, "running", 1);
+        buf_free(&params);
+        if (job) {
+            char j[24];
+            snprintf(j, sizeof j, "%" PRId64, job);
+            const char *p2[] = {j, NULL, rq->path_args[0]};
+            PGresult *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
+            if (r2) {
+                PQclear(r2);
+                run_single(rq, rs, c, job, tag, "dlq_id", rq->path_args[0]);
+            }
+        }
+        free(tag);
+    }
+    free(st);
+    http_db_done(rq, c);
+    jsonv_free(body);
+}
+
+static void h_dlq_retry_filter(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *body = http_json_body(rq, rs, false);
+    if (!body) return;
+    const char *reason, *topic, *tenant, *why;
+    long rate;
+    struct buf params = {0};
+    if (!param_str(rq, body, "reason", &reason, rs) || !param_str(rq, body, "topic", &topic, rs) ||
+        !param_str(rq, body, "tenant", &tenant, rs) || !opt_str(body, "why", &why, rs) ||
+        !rate_param(rq, body, rs, &rate))
+        goto out;
+    PGconn *c = http_db(rq, rs);
+    if (!c) goto out;
+    params_begin(&params, rq);
+    buf_puts(&params, "\"reason\":");
+    json_write_cstr(&params, reason);
+    buf_puts(&params, ",\"topic\":");
+    json_write_cstr(&params, topic);
+    buf_puts(&params, ",\"tenant\":");
+    json_write_cstr(&params, tenant);
+    buf_printf(&params, ",\"rate_per_s\":%ld}", rate);
+    char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), why, false);
+    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    if (b) {
+        PQclear(b);
+        int64_t job = create_job(rq, rs, c, "dlq_retry", tag, why, params.data, "pending", 0);
+        char j[24];
+        snprintf(j, sizeof j, "%" PRId64, job);
+        const char *p[] = {j, reason, topic, tenant, rq->tenant_scope};
+        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_DLQ, 5, p) : NULL;
+        if (res) {
+            long total = atol(PQgetvalue(res, 0, 0));
+            PQclear(res);
+            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
+            if (cm) {
+                PQclear(cm);
+                rs->status = 202;
+                buf_reset(&rs->body);
+                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
+                replay_worker_wake();
+            }
+        }
+        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(tag);
+    http_db_done(rq, c);
+out:
+    buf_free(&params);
+    jsonv_free(body);
+}
+
+static void h_dlq_discard(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t id;
+    if (!path_id(rq, rs, &id)) return;
+    PGconn *c = http_db(rq, rs);
+    if (!c) return;
+    const char *p[] = {rq->path_args[0], rq->tenant_scope};
+    PGresult *res = http_exec(rq, rs, c, SQL_DLQ_DISCARD, 2, p);
+    if (res && PQntuples(res) == 1) {
+        buf_reset(&rs->body);
+        buf_puts(&rs->body, PQgetvalue(res, 0, 0));
+        log_info("DLQ entry %s discarded by %s", rq->path_args[0], who(rq));
+    } else if (res) {
+        char *st = dlq_status(rq, rs, c);
+        if (st) http_error(rs, 409, "conflict", "DLQ entry %s is already %s", rq->path_args[0], st);
+        free(st);
+    }
+    PQclear(res);
+    http_db_done(rq, c);
+}
+
+const struct http_route api_replay_routes[] = {
+    {"POST", "/replay/batch", false, h_replay_batch},
+    {"POST", "/replay/range", false, h_replay_range},
+    {"GET", "/replay/jobs", false, h_jobs},
+    {"GET", "/replay/jobs/{id}", false, h_job},
+    {"POST", "/replay/jobs/{id}/cancel", false, h_job_cancel},
+    {"POST", "/replay/{id}", false, h_replay_one},
+    {"POST", "/dlq/retry", false, h_dlq_retry_filter},
+    {"POST", "/dlq/{id}/retry", false, h_dlq_retry_one},
+    {"POST", "/dlq/{id}/discard", false, h_dlq_discard},
+    {NULL, NULL, false, NULL},
+};

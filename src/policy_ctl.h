@@ -1,0 +1,23 @@
+/* The policy set that answers the control-plane hooks (replay_source, dlq_retry) for the
+ * HTTP threads and the replay worker: one Lua state behind a mutex, swapped together with
+ * the pipeline's set on reload. */
+#ifndef EVENTSINK_POLICY_CTL_H
+#define EVENTSINK_POLICY_CTL_H
+
+#include <stdbool.h>
+
+#include "policy.h"
+
+struct policy_ctl;
+
+struct policy_ctl *policy_ctl_create(struct policy_set *ps); /* takes ownership */
+void policy_ctl_destroy(struct policy_ctl *c);
+/* Installs a new set (taking ownership) and destroys the old one. */
+void policy_ctl_swap(struct policy_ctl *c, struct policy_set *ps);
+
+/* The replay_source tag for a request; falls back to the contract's default (and logs)
+ * when the hook fails. Returns a malloc'd string. */
+char *policy_ctl_replay_source(struct policy_ctl *c, const char *kind, const char *requested_by,
+                               const char *reason, bool automatic);
+
+#endif

@@ -1,0 +1,168 @@
+#include "producer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "buf.h"
+#include "kafka_util.h"
+#include "log.h"
+
+struct producer {
+    rd_kafka_t *rk;
+    pthread_t poller;
+    bool poller_started;
+    atomic_bool stop;
+    pthread_mutex_t lock;
+    pthread_cond_t delivered;
+};
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    struct producer *p = opaque;
+    struct produce_result *res = m->_private;
+    if (!res) return;
+    pthread_mutex_lock(&p->lock);
+    res->err = m->err;
+    res->partition = m->partition;
+    res->offset = m->offset;
+    res->done = true;
+    pthread_cond_broadcast(&p->delivered);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *poll_loop(void *arg)
+{
+    struct producer *p = arg;
+    while (!atomic_load(&p->stop))
+        rd_kafka_poll(p->rk, 100);
+    return NULL;
+}
+
+struct producer *producer_create(const struct config *cfg, const char *bootstrap, char **err)
+{
+    struct producer *p = xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->delivered, NULL);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *defaults[][2] = {
+        {"bootstrap.servers", bootstrap},
+        {"client.id", "eventsink-replay"},
+        {"enable.idempotence", "true"}, /* no duplicate from a retried produce */
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"message.timeout.ms", "15000"}, /* Kafka unavailable: fail, answer 503 */
+        {"reconnect.backoff.max.ms", "2000"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto conf_error;
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
+        const struct kv *kv = &cfg->kafka.properties.items[i];
+        if (kafka_consumer_only_property(kv->key)) continue;
+        if (strcmp(kv->key, "enable.idempotence") == 0 || strcmp(kv->key, "acks") == 0) continue;
+        if (!kafka_conf_set(conf, kv->key, kv->value, err)) goto conf_error;
+    }
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    char errstr[512];
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!p->rk) {
+        *err = xstrdup(errstr);
+        goto conf_error;
+    }
+    if (pthread_create(&p->poller, NULL, poll_loop, p) != 0) {
+        *err = xstrdup("cannot start the producer's delivery thread");
+        goto error;
+    }
+    p->poller_started = true;
+    return p;
+conf_error:
+    if (!p->rk) rd_kafka_conf_destroy(conf);
+error:
+    producer_destroy(p);
+    return NULL;
+}
+
+void producer_destroy(struct producer *p)
+{
+    if (!p) return;
+    if (p->rk) {
+        rd_kafka_resp_err_t e = rd_kafka_flush(p->rk, 5000);
+        if (e)
+            log_warn("kafka producer: messages still in flight at exit: %s", rd_kafka_err2str(e));
+    }
+    atomic_store(&p->stop, true);
+    if (p->poller_started) pthread_join(p->poller, NULL);
+    if (p->rk) rd_kafka_destroy(p->rk);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->delivered);
+    free(p);
+}
+
+bool producer_send(struct producer *p, const char *topic, const char *key, size_t key_len,
+                   const char *value, size_t value_len, const struct record_header *headers,
+                   size_t nheaders, struct produce_result *res, char **err)
+{
+    if (res) memset(res, 0, sizeof *res);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nheaders);
+    for (size_t i = 0; i < nheaders; i++)
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                            headers[i].value ? (ssize_t)headers[i].value_len : 0);
+    rd_kafka_resp_err_t e;
+    for (int attempt = 0;; attempt++) {
+        e = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? key_len : 0),
+            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(res), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || attempt >= 50) break;
+        struct timespec ts = {0, 20 * 1000000L}; /* the local queue drains as Kafka acks */
+        nanosleep(&ts, NULL);
+    }
+    if (e) {
+        rd_kafka_headers_destroy(hdrs); /* ownership passes to librdkafka only on success */
+        struct buf m = {0};
+        buf_printf(&m, "cannot queue the message for %s: %s", topic, rd_kafka_err2str(e));
+        *err = m.data;
+        return false;
+    }
+    return true;
+}
+
+bool producer_wait(struct producer *p, struct produce_result *res, size_t n, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    size_t i = 0;
+    bool ok = true;
+    while (i < n) {
+        if (res[i].done) {
+            i++;
+            continue;
+        }
+        if (pthread_cond_timedwait(&p->delivered, &p->lock, &until) == ETIMEDOUT) {
+            ok = false;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+const char *producer_err_str(int err)
+{
+    return rd_kafka_err2str((rd_kafka_resp_err_t)err);
+}

@@ -1,0 +1,282 @@
+#include "replay.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pgarray.h"
+#include "replay_sql.h"
+
+#define DELIVERY_TIMEOUT_MS 30000
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* hex text -> bytes appended to out; false on bad input */
+static bool unhex(const char *h, size_t n, struct buf *out)
+{
+    if (n % 2) return false;
+    buf_reserve(out, n / 2);
+    for (size_t i = 0; i < n; i += 2) {
+        int a = hexval(h[i]), b = hexval(h[i + 1]);
+        if (a < 0 || b < 0) return false;
+        out->data[out->len++] = (char)(a * 16 + b);
+    }
+    out->data[out->len] = '\0';
+    return true;
+}
+
+bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const char *tag,
+                             int64_t job_id, struct buf *out)
+{
+    struct json_info info;
+    if (json_check(raw, len, &info) != JSON_OK || !info.is_object) return false;
+    size_t close = len;
+    while (close > 0 && raw[close - 1] != '}')
+        close--;
+    if (close == 0) return false;
+    close--; /* index of the final '}' */
+    size_t open = 0;
+    while (open < close && raw[open] != '{')
+        open++;
+    bool empty = true;
+    for (size_t i = open + 1; i < close && empty; i++)
+        empty = raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r';
+    buf_append(out, raw, close);
+    buf_printf(out, "%s\"_replayed_from_dlq_id\":%" PRId64 ",\"_replay_source\":", empty ? "" : ",",
+               dlq_id);
+    json_write_cstr(out, tag);
+    buf_printf(out, ",\"_replay_job_id\":%" PRId64 "}", job_id);
+    return true;
+}
+
+struct item {
+    int seq;
+    struct produce_result res;
+    bool queued;
+    char *error;
+    char *topic;
+};
+
+/* "namehex:valuehex,..." -> headers; storage in *store (which must not move afterwards:
+ * offsets are resolved at the end). */
+static size_t parse_headers(const char *flat, struct buf *store, size_t **offs)
+{
+    size_t n = 0, cap = 0;
+    *offs = NULL;
+    const char *p = flat;
+    while (p && *p) {
+        const char *colon = strchr(p, ':');
+        const char *comma = strchr(p, ',');
+        if (!colon || (comma && comma < colon)) break;
+        const char *vend = comma ? comma : p + strlen(p);
+        if (n + 1 > cap) {
+            cap = cap ? cap * 2 : 8;
+            *offs = xrealloc(*offs, cap * 3 * sizeof(size_t));
+        }
+        size_t name_at = store->len;
+        if (!unhex(p, (size_t)(colon - p), store)) break;
+        buf_putc(store, '\0');
+        size_t val_at = store->len, val_len = 0;
+        bool null = vend - colon == 2 && colon[1] == '-';
+        if (!null) {
+            if (!unhex(colon + 1, (size_t)(vend - colon - 1), store)) break;
+            val_len = store->len - val_at;
+            buf_putc(store, '\0');
+        }
+        (*offs)[n * 3] = name_at;
+        (*offs)[n * 3 + 1] = null ? SIZE_MAX : val_at;
+        (*offs)[n * 3 + 2] = val_len;
+        n++;
+        p = comma ? comma + 1 : NULL;
+    }
+    return n;
+}
+
+bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
+                      const atomic_bool *abort, struct replay_outcome *out, char **err)
+{
+    memset(out, 0, sizeof *out);
+    char job[24], lim[16];
+    snprintf(job, sizeof job, "%" PRId64, job_id);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *params[] = {job, lim, tag};
+    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS, 3, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        struct buf m = {0};
+        buf_printf(&m, "reading the job's items: %s", PQresultErrorMessage(res));
+        *err = m.data;
+        PQclear(res);
+        return false;
+    }
+    int rows = PQntuples(res);
+    if (rows == 0) {
+        PQclear(res);
+        out->nothing_pending = true;
+        return true;
+    }
+    struct item *items = xcalloc((size_t)rows, sizeof *items);
+    struct buf body = {0}, store = {0};
+    for (int r = 0; r < rows; r++) {
+        struct item *it = &items[r];
+        it->seq = atoi(PQgetvalue(res, r, 0));
+        bool unknown = PQgetvalue(res, r, 9)[0] == 't';
+        bool from_dlq = !PQgetisnull(res, r, 2);
+        if (unknown) {
+            it->error = xstrdup(from_dlq ? "no such DLQ entry" : "no such event");
+            continue;
+        }
+        const char *topic = PQgetvalue(res, r, 3);
+        it->topic = xstrdup(topic);
+        if (!from_dlq && !PQgetisnull(res, r, 8) &&
+            atol(PQgetvalue(res, r, 8)) + 1 > env->cfg->replay.max_depth) {
+            struct buf m = {0};
+            buf_printf(&m, "replay depth %ld would exceed replay.max_depth (%ld)",
+                       atol(PQgetvalue(res, r, 8)) + 1, env->cfg->replay.max_depth);
+            it->error = m.data;
+            continue;
+        }
+        buf_reset(&store);
+        /* key */
+        bool has_key = !PQgetisnull(res, r, 4);
+        size_t key_at = 0, key_len = 0;
+        if (has_key) {
+            key_at = store.len;
+            unhex(PQgetvalue(res, r, 4), (size_t)PQgetlength(res, r, 4), &store);
+            key_len = store.len - key_at;
+            buf_putc(&store, '\0');
+        }
+        size_t *offs = NULL;
+        size_t nh =
+            parse_headers(PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5), &store, &offs);
+        /* marker headers */
+        char idtext[24], jobtext[24];
+        snprintf(idtext, sizeof idtext, "%s", PQgetvalue(res, r, from_dlq ? 2 : 1));
+        snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
+        struct record_header *hdrs = xcalloc(nh + 3, sizeof *hdrs);
+        for (size_t i = 0; i < nh; i++) {
+            hdrs[i].name = store.data + offs[i * 3];
+            if (offs[i * 3 + 1] != SIZE_MAX) {
+                hdrs[i].value = store.data + offs[i * 3 + 1];
+                hdrs[i].value_len = offs[i * 3 + 2];
+            }
+        }
+        free(offs);
+        hdrs[nh++] =
+            (struct record_header){from_dlq ? "x-replayed-from-dlq-id" : "x-replayed-from-event-id",
+                                   idtext, strlen(idtext)};
+        hdrs[nh++] = (struct record_header){"x-replay-source", tag, strlen(tag)};
+        hdrs[nh++] = (struct record_header){"x-replay-job-id", jobtext, strlen(jobtext)};
+        /* value */
+        buf_reset(&body);
+        if (from_dlq) {
+            struct buf raw = {0};
+            unhex(PQgetvalue(res, r, 7), (size_t)PQgetlength(res, r, 7), &raw);
+            if (!replay_mark_dlq_payload(raw.data ? raw.data : "", raw.len,
+                                         strtoll(idtext, NULL, 10), tag, job_id, &body)) {
+                buf_reset(&body); /* not a JSON object: the markers travel in the headers */
+                buf_append(&body, raw.data ? raw.data : "", raw.len);
+            }
+            buf_free(&raw);
+        } else {
+            buf_append(&body, PQgetvalue(res, r, 6), (size_t)PQgetlength(res, r, 6));
+        }
+        char *perr = NULL;
+        it->queued =
+            producer_send(env->producer, topic, has_key ? store.data + key_at : NULL, key_len,
+                          body.data ? body.data : "", body.len, hdrs, nh, &it->res, &perr);
+        if (!it->queued) it->error = perr;
+        free(hdrs);
+    }
+    PQclear(res);
+    buf_free(&body);
+    buf_free(&store);
+
+    /* wait for Kafka's answer to everything queued; when stopping, what has no answer yet
+     * stays pending, to be produced again on resume (the journal keeps one copy) */
+    bool aborted = false;
+    for (int r = 0; r < rows; r++) {
+        if (!items[r].queued) continue;
+        int waited = 0;
+        while (!producer_wait(env->producer, &items[r].res, 1, 200)) {
+            waited += 200;
+            if (abort && atomic_load(abort)) {
+                aborted = true;
+                break;
+            }
+            if (waited >= DELIVERY_TIMEOUT_MS) break;
+        }
+        if (aborted) break;
+        if (!items[r].res.done)
+            items[r].error = xstrdup("no answer from Kafka in time");
+        else if (items[r].res.err)
+            items[r].error = xstrdup(producer_err_str(items[r].res.err));
+    }
+
+    struct pgarray seqs = {0}, statuses = {0}, errors = {0}, topics = {0}, parts = {0},
+                   offsets = {0};
+    for (int r = 0; r < rows; r++) {
+        struct item *it = &items[r];
+        if (aborted && it->queued && !it->res.done) continue; /* left pending */
+        bool ok = it->queued && it->res.done && !it->error;
+        pgarray_int(&seqs, it->seq);
+        pgarray_cstr(&statuses, ok ? "sent" : "failed");
+        pgarray_cstr(&errors, ok ? NULL : it->error);
+        pgarray_cstr(&topics, it->topic);
+        if (ok) {
+            pgarray_int(&parts, it->res.partition);
+            pgarray_int(&offsets, it->res.offset);
+            out->sent++;
+            snprintf(out->topic, sizeof out->topic, "%s", it->topic);
+            out->partition = it->res.partition;
+            out->offset = it->res.offset;
+        } else {
+            pgarray_str(&parts, NULL, 0);
+            pgarray_str(&offsets, NULL, 0);
+            out->failed++;
+            snprintf(out->error, sizeof out->error, "%s", it->error ? it->error : "failed");
+        }
+    }
+    metrics_replay(tag, "ok", (uint64_t)out->sent);
+    metrics_replay(tag, "failed", (uint64_t)out->failed);
+    const char *p2[] = {job,
+                        pgarray_text(&seqs),
+                        pgarray_text(&statuses),
+                        pgarray_text(&errors),
+                        pgarray_text(&topics),
+                        pgarray_text(&parts),
+                        pgarray_text(&offsets)};
+    res = PQexecParams(c, SQL_REPLAY_ITEMS_DONE, 7, NULL, p2, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) {
+        struct buf m = {0};
+        buf_printf(&m, "recording the outcome of job %s: %s", job, PQresultErrorMessage(res));
+        *err = m.data;
+    }
+    PQclear(res);
+    pgarray_free(&seqs);
+    pgarray_free(&statuses);
+    pgarray_free(&errors);
+    pgarray_free(&topics);
+    pgarray_free(&parts);
+    pgarray_free(&offsets);
+    for (int r = 0; r < rows; r++) {
+        free(items[r].error);
+        free(items[r].topic);
+    }
+    /* every queued message must be answered before its result slot is freed */
+    if (aborted)
+        for (int r = 0; r < rows; r++)
+            if (items[r].queued) producer_wait(env->producer, &items[r].res, 1, 60000);
+    free(items);
+    out->nothing_pending = rows < limit && !aborted;
+    return ok;
+}

@@ -1,0 +1,45 @@
+/* The replay engine: produces the items of a replay job back into Kafka with the markers of
+ * CONTRACT section 4, and records each item's outcome. Used by the synchronous endpoints
+ * (POST /replay/{id}, POST /dlq/{id}/retry) and by the background worker. */
+#ifndef EVENTSINK_REPLAY_H
+#define EVENTSINK_REPLAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+#include "config.h"
+#include "policy_ctl.h"
+#include "producer.h"
+
+struct replay_env {
+    const struct config *cfg;
+    struct producer *producer;
+    struct policy_ctl *ctl;
+};
+
+struct replay_outcome {
+    int sent, failed;     /* in this chunk */
+    bool nothing_pending; /* the job has no pending item left */
+    /* the last item sent, for the synchronous answers */
+    char topic[256];
+    int32_t partition;
+    int64_t offset;
+    char error[256]; /* the last failure */
+};
+
+/* Produces up to `limit` pending items of job_id (in seq order), waits for Kafka's
+ * acknowledgements, and records each outcome. False (and *err) when PostgreSQL failed;
+ * items whose produce failed are recorded as failed, not retried. */
+bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
+                      const atomic_bool *abort, struct replay_outcome *out, char **err);
+
+/* Adds the DLQ markers to a raw JSON object (before its closing brace, so they win over
+ * older markers): appends the result to out. False when raw is not a JSON object. */
+bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const char *tag,
+                             int64_t job_id, struct buf *out);
+
+#endif

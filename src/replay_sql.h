@@ -1,0 +1,105 @@
+/* SQL of the replay engine. Markers of journal events are added by PostgreSQL (jsonb ||);
+ * keys and header values travel as hex so that any bytes survive the round trip. */
+#ifndef EVENTSINK_REPLAY_SQL_H
+#define EVENTSINK_REPLAY_SQL_H
+
+/* text that may be "\x<hex>" (see record_text) back to its bytes, as hex */
+#define SQL_BYTES_HEX(col)                                                                         \
+    "CASE WHEN " col " ~ '^\\\\x([0-9a-f]{2})*$' THEN substr(" col ", 3)"                          \
+    " ELSE encode(convert_to(" col ", 'UTF8'), 'hex') END"
+
+/* headers jsonb -> "namehex:valuehex,namehex:-" (- for null), without old x-replay-* */
+#define SQL_HEADERS_FLAT(col)                                                                      \
+    "(SELECT string_agg(encode(convert_to(h.k, 'UTF8'), 'hex') || ':' ||"                          \
+    "  coalesce(" SQL_BYTES_HEX("h.v") ", '-'), ',') FROM ("                                       \
+                                       "  SELECT e.key AS k, CASE WHEN jsonb_typeof(e.value) = "   \
+                                       "'array' THEN x.value #>> '{}'"                             \
+                                       "   ELSE e.value #>> '{}' END AS v"                         \
+                                       "  FROM jsonb_each(CASE WHEN jsonb_typeof(" col             \
+                                       ") = 'object' THEN " col "   ELSE '{}'::jsonb END) e"       \
+                                       "  LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN "       \
+                                       "jsonb_typeof(e.value) = 'array'"                           \
+                                       "   THEN e.value ELSE '[null]'::jsonb END) x ON true"       \
+                                       "  WHERE e.key NOT LIKE 'x-replay%') h)"
+
+/* The pending items of job $1 (at most $2), with what to produce for each.
+ * $3 replay source tag. Columns: seq, event_id, dlq_id, topic, key hex, headers flat,
+ * payload (journal: with markers), raw hex (DLQ), replay_count (journal). */
+#define SQL_REPLAY_ITEMS                                                                           \
+    "SELECT i.seq, i.event_id, i.dlq_id, coalesce(j.topic, d.topic),"                              \
+    " CASE WHEN j.id IS NOT NULL THEN " SQL_BYTES_HEX("j.event_key") "  ELSE " SQL_BYTES_HEX(      \
+        "d.event_key") " END,"                                                                     \
+                       " CASE WHEN j.id IS NOT NULL THEN " SQL_HEADERS_FLAT(                       \
+                           "j.headers") "  ELSE " SQL_HEADERS_FLAT("d.headers") " END,"            \
+                                                                                " CASE WHEN "      \
+                                                                                "jsonb_typeof(j."  \
+                                                                                "payload) = "      \
+                                                                                "'object' THEN "   \
+                                                                                "(j.payload ||"    \
+                                                                                "  "               \
+                                                                                "jsonb_build_"     \
+                                                                                "object('_"        \
+                                                                                "replayed_from_"   \
+                                                                                "event_id', "      \
+                                                                                "j.id, "           \
+                                                                                "'_replay_source'" \
+                                                                                ", $3::text,"      \
+                                                                                "  "               \
+                                                                                "'_replay_job_id'" \
+                                                                                ", "               \
+                                                                                "$1::bigint))::"   \
+                                                                                "text ELSE "       \
+                                                                                "j.payload::text " \
+                                                                                "END,"             \
+                                                                                " encode(d.raw_"   \
+                                                                                "payload, "        \
+                                                                                "'hex'), "         \
+                                                                                "j.replay_count, " \
+                                                                                "j.id IS NULL "    \
+                                                                                "AND d.id IS NULL" \
+                                                                                " FROM "           \
+                                                                                "replay_job_"      \
+                                                                                "items i"          \
+                                                                                " LEFT JOIN "      \
+                                                                                "event_journal j " \
+                                                                                "ON j.id = "       \
+                                                                                "i.event_id"       \
+                                                                                " LEFT JOIN "      \
+                                                                                "dead_letter_"     \
+                                                                                "queue d ON d.id " \
+                                                                                "= i.dlq_id"       \
+                                                                                " WHERE i.job_id " \
+                                                                                "= $1::bigint "    \
+                                                                                "AND i.status = "  \
+                                                                                "'pending' ORDER " \
+                                                                                "BY i.seq LIMIT "  \
+                                                                                "$2::int"
+
+/* Outcome of a chunk: $1 job, $2 seq[], $3 status[], $4 error[], $5 topic[], $6 partition[],
+ * $7 offset[]. Updates the items and the job's counts in one statement. */
+#define SQL_REPLAY_ITEMS_DONE                                                                      \
+    "WITH r AS (SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[],"               \
+    "  $6::int[], $7::bigint[]) AS r(seq, status, error, topic, part, off)),"                      \
+    " upd AS (UPDATE replay_job_items i SET status = r.status, error = r.error,"                   \
+    "  kafka_topic = r.topic, kafka_partition = r.part, kafka_offset = r.off,"                     \
+    "  sent_at = CASE WHEN r.status = 'sent' THEN now() END"                                       \
+    "  FROM r WHERE i.job_id = $1::bigint AND i.seq = r.seq AND i.status = 'pending'"              \
+    "  RETURNING i.status, i.dlq_id),"                                                             \
+    " dlq AS (UPDATE dead_letter_queue d SET status = 'retrying', last_attempt_at = now()"         \
+    "  FROM upd WHERE upd.status = 'sent' AND d.id = upd.dlq_id AND d.status = 'pending'"          \
+    "  RETURNING d.id)"                                                                            \
+    " UPDATE replay_jobs SET"                                                                      \
+    "  succeeded = succeeded + (SELECT count(*) FROM upd WHERE status = 'sent'),"                  \
+    "  failed = failed + (SELECT count(*) FROM upd WHERE status = 'failed'),"                      \
+    "  heartbeat_at = now()"                                                                       \
+    " WHERE id = $1::bigint RETURNING succeeded, failed, total, status"
+
+/* Closes a job once nothing is pending: $1 job. */
+#define SQL_REPLAY_JOB_FINISH                                                                      \
+    "UPDATE replay_jobs SET status = CASE WHEN failed > 0 AND succeeded = 0 AND total > 0"         \
+    "  THEN 'failed' ELSE 'done' END, finished_at = now()"                                         \
+    " WHERE id = $1::bigint AND status IN ('pending', 'running')"                                  \
+    "  AND NOT EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = $1::bigint"                   \
+    "  AND status = 'pending') RETURNING status"
+
+#endif

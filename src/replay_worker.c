@@ -1,0 +1,192 @@
+#include "replay_worker.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "replay_sql.h"
+
+#define CHUNK_MAX 500
+#define IDLE_WAIT_MS 1000
+
+/* jobs the worker may run (single replays are run by their HTTP request) */
+#define SQL_WORKER_JOBS                                                                            \
+    "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)"              \
+    " FROM replay_jobs WHERE status IN ('pending', 'running') AND kind <> 'single'"                \
+    " ORDER BY id LIMIT 20"
+#define SQL_WORKER_CLAIM "SELECT pg_try_advisory_lock(7310575219485843003 # $1::bigint)"
+#define SQL_WORKER_UNCLAIM "SELECT pg_advisory_unlock(7310575219485843003 # $1::bigint)"
+#define SQL_WORKER_START                                                                           \
+    "UPDATE replay_jobs SET status = 'running', started_at = coalesce(started_at, now()),"         \
+    " claimed_by = $2, heartbeat_at = now() WHERE id = $1::bigint"                                 \
+    " AND status IN ('pending', 'running') RETURNING succeeded, failed, total"
+#define SQL_WORKER_STATUS "SELECT status FROM replay_jobs WHERE id = $1::bigint"
+
+static pthread_t thread;
+static bool started;
+static atomic_bool stopping;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static bool woken;
+static struct replay_env *env;
+
+void replay_worker_wake(void)
+{
+    pthread_mutex_lock(&lock);
+    woken = true;
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+}
+
+static void wait_ms(int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&lock);
+    while (!woken && !atomic_load(&stopping))
+        if (pthread_cond_timedwait(&wake, &lock, &until) != 0) break;
+    woken = false;
+    pthread_mutex_unlock(&lock);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+    log_warn("replay worker: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return NULL;
+}
+
+/* Runs one claimed job until it is done, cancelled or the service stops. */
+static void run_job(PGconn *c, const char *id, const char *kind, const char *tag, long rate)
+{
+    char me[128];
+    char host[64] = "?";
+    gethostname(host, sizeof host - 1);
+    snprintf(me, sizeof me, "%s:%d", host, (int)getpid());
+    const char *p[] = {id, me};
+    PGresult *r = q(c, SQL_WORKER_START, 2, p);
+    if (!r) return;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return;
+    }
+    log_info("replay job %s (%s, source %s) running: %s of %s done so far, %ld events/s", id, kind,
+             tag, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), rate);
+    PQclear(r);
+    int64_t job = strtoll(id, NULL, 10);
+    double t_start = now_s();
+    long sent_total = 0;
+    int chunk = rate < CHUNK_MAX ? (int)(rate < 1 ? 1 : rate) : CHUNK_MAX;
+    while (!atomic_load(&stopping)) {
+        PGresult *st = q(c, SQL_WORKER_STATUS, 1, p);
+        if (!st) return;
+        bool live = PQntuples(st) && (strcmp(PQgetvalue(st, 0, 0), "running") == 0);
+        PQclear(st);
+        if (!live) {
+            log_info("replay job %s stopped: it was cancelled", id);
+            return;
+        }
+        struct replay_outcome out;
+        char *err = NULL;
+        if (!replay_run_chunk(c, env, job, tag, chunk, &stopping, &out, &err)) {
+            log_warn("replay job %s: %s; it resumes later", id, err);
+            free(err);
+            return;
+        }
+        sent_total += out.sent;
+        if (out.failed)
+            log_warn("replay job %s: %d event(s) failed: %s", id, out.failed, out.error);
+        if (out.nothing_pending) {
+            PGresult *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
+            if (f && PQntuples(f)) log_info("replay job %s finished: %s", id, PQgetvalue(f, 0, 0));
+            PQclear(f);
+            return;
+        }
+        /* keep to the rate: sent_total events should take sent_total / rate seconds */
+        double ahead = (double)sent_total / (double)rate - (now_s() - t_start);
+        while (ahead > 0 && !atomic_load(&stopping)) {
+            double step = ahead > 0.2 ? 0.2 : ahead;
+            struct timespec ts = {(time_t)step, (long)((step - (double)(time_t)step) * 1e9)};
+            nanosleep(&ts, NULL);
+            ahead -= step;
+        }
+    }
+    log_info("replay job %s paused by shutdown; it resumes at its next pending event", id);
+}
+
+static void *loop(void *arg)
+{
+    (void)arg;
+    PGconn *c = NULL;
+    char rate[24];
+    snprintf(rate, sizeof rate, "%ld", env->cfg->replay.rate_per_s);
+    while (!atomic_load(&stopping)) {
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
+            const char *vals[] = {"eventsink-replay", "5", env->cfg->postgres.dsn, NULL};
+            c = PQconnectdbParams(keys, vals, 1);
+            if (PQstatus(c) != CONNECTION_OK) {
+                wait_ms(2000);
+                continue;
+            }
+        }
+        const char *p[] = {rate};
+        PGresult *jobs = q(c, SQL_WORKER_JOBS, 1, p);
+        bool ran = false;
+        for (int i = 0; jobs && i < PQntuples(jobs) && !atomic_load(&stopping); i++) {
+            const char *id = PQgetvalue(jobs, i, 0);
+            const char *pid[] = {id};
+            PGresult *cl = q(c, SQL_WORKER_CLAIM, 1, pid);
+            bool mine = cl && PQgetvalue(cl, 0, 0)[0] == 't';
+            PQclear(cl);
+            if (!mine) continue; /* another instance runs it */
+            long r = atol(PQgetvalue(jobs, i, 3));
+            run_job(c, id, PQgetvalue(jobs, i, 1), PQgetvalue(jobs, i, 2), r > 0 ? r : 1);
+            PQclear(q(c, SQL_WORKER_UNCLAIM, 1, pid));
+            ran = true;
+        }
+        PQclear(jobs);
+        if (!ran) wait_ms(IDLE_WAIT_MS);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+void replay_worker_start(struct replay_env *e)
+{
+    env = e;
+    atomic_store(&stopping, false);
+    if (pthread_create(&thread, NULL, loop, NULL) == 0) started = true;
+}
+
+void replay_worker_stop(void)
+{
+    if (!started) return;
+    atomic_store(&stopping, true);
+    replay_worker_wake();
+    pthread_join(thread, NULL);
+    started = false;
+}
