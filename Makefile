@@ -48,7 +48,8 @@ build/asan/unit/%: tests/unit/%.c $(ASAN_OBJ)
 	@mkdir -p $(@D)
 	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
 unit: $(UNIT:tests/unit/%.c=build/asan/unit/%)
-	@set -e; for t in $^; do echo "== $$t"; $$t; done
+	@failed=0; for t in $^; do echo "== $$t"; $$t || failed=$$((failed + 1)); done; \
+	 if [ $$failed -ne 0 ]; then echo "unit: $$failed test program(s) failed"; exit 1; fi
 
 test:
 	@scripts/install-deps.sh

@@ -192,6 +192,12 @@ local DLQ_REASONS = {invalid_json = true, invalid_utf8 = true, nul_character = t
 -- give the DLQ entry a tenant, and its errors are ignored.
 function R.decide(ev, bad_reason)
     if bad_reason then
+        if bad_reason == "nul_character" or bad_reason == "too_large" then
+            -- valid JSON that cannot be journaled: describe may still read its tenant
+            -- (decoding is bounded by the state's memory cap)
+            local ok, p = pcall(decode, ev.raw)
+            if ok then ev.payload = p end
+        end
         local dlq, job = markers(ev)
         local ok, tenant = pcall(hooks.describe, ev)
         if ok then
@@ -222,6 +228,11 @@ function R.decide(ev, bad_reason)
                   replayed_from_event_id = from}
     local route, reason = hooks.route(ev, info)
     if route == nil or route == "journal" then
+        if tenant == nil then
+            -- the journal needs a tenant, whatever the route hook says
+            return tenant, etype, src, from, dlq, job, "dlq", "missing_tenant",
+                "route sent an event without tenant_id to the journal"
+        end
         return tenant, etype, src, from, dlq, job, nil, nil, nil
     elseif route == "dlq" then
         reason = reason ~= nil and tostring(reason) or "policy_route"

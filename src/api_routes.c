@@ -6,6 +6,8 @@
 
 #include "api_sql.h"
 #include "http.h"
+#include "log.h"
+#include "reload.h"
 #include "status.h"
 
 static void h_health(struct http_req *rq, struct http_resp *rs)
@@ -127,6 +129,25 @@ static void h_policies(struct http_req *rq, struct http_resp *rs)
     status_policies_json(&rs->body);
 }
 
+static void h_reload(struct http_req *rq, struct http_resp *rs)
+{
+    int version = 0;
+    char *err = NULL;
+    int rc = reload_request_wait(15000, &version, &err);
+    if (rc == 1) {
+        log_info("policies reloaded on request of %s: version %d",
+                 rq->token ? rq->token->name : "anonymous", version);
+        buf_printf(&rs->body, "{\"policy_version\":%d}", version);
+    } else if (rc == 0) {
+        http_error(rs, 422, "reload_failed", "%s (policy version %d stays in use)", err, version);
+        free(err);
+    } else {
+        http_error(rs, 503, "busy",
+                   "the pipeline did not reach a batch boundary in time (PostgreSQL down?); "
+                   "the reload happens when it does");
+    }
+}
+
 /* Order matters where patterns overlap: fixed segments before {id}. */
 const struct http_route api_routes[] = {
     {"GET", "/health", true, h_health},
@@ -137,5 +158,6 @@ const struct http_route api_routes[] = {
     {"GET", "/dlq", false, h_dlq_list},
     {"GET", "/dlq/{id}", false, h_dlq_one},
     {"GET", "/admin/policies", false, h_policies},
+    {"POST", "/admin/reload", false, h_reload},
     {NULL, NULL, false, NULL},
 };

@@ -212,6 +212,18 @@ static void read_tokens(struct loader *ld, const char *path)
         return;
     }
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        bool is_index =
+            lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= n;
+        lua_pop(L, 1);
+        if (!is_index) {
+            /* a map of tokens would otherwise be read as no tokens: no authentication */
+            problem(ld, path, "expected a list of tokens { {name=, token=, role=}, ... }");
+            lua_pop(L, 1);
+            return;
+        }
+    }
     c->http.tokens = xcalloc((size_t)n + 1, sizeof(struct api_token));
     for (lua_Integer i = 1; i <= n; i++) {
         char where[400];

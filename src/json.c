@@ -15,7 +15,8 @@ struct parser {
 
 static bool fail(struct parser *ps, const char *msg)
 {
-    if (ps->status == JSON_OK) {
+    /* a syntax error wins over an earlier \u0000: the text is not JSON at all */
+    if (ps->status != JSON_INVALID) {
         ps->status = JSON_INVALID;
         ps->error = msg;
         ps->error_at = (size_t)(ps->p - ps->start);

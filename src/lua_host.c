@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "lua_json.h"
 
 /* lua-cjson is linked in (liblua5.4-cjson) and opened here, never through require. */
 int luaopen_cjson(lua_State *L);
@@ -96,13 +97,20 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     int rc = lua_pcall(L, nargs, nresults, base);
     if (h->limits.max_instructions) lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);
+    if (rc == LUA_OK && h->tripped) {
+        /* the budget ran out inside a coroutine that the script resumed and abandoned:
+         * the call failed all the same */
+        lua_pop(L, nresults == LUA_MULTRET ? 0 : nresults);
+        lua_pushliteral(L, "instruction budget exceeded");
+        rc = LUA_ERRRUN;
+    }
     if (rc == LUA_OK) return true;
 
     struct buf msg = {0};
     if (h->tripped) {
         buf_printf(&msg, "instruction budget exceeded (%ld instructions)",
                    h->limits.max_instructions);
-    } else if (rc == LUA_ERRMEM || h->mem_refused) {
+    } else if (rc == LUA_ERRMEM) {
         buf_printf(&msg, "memory limit exceeded (%zu bytes)", h->limits.max_memory_bytes);
     } else {
         const char *m = lua_tostring(L, -1);
@@ -114,6 +122,7 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     }
     lua_pop(L, 1);
     if (rc == LUA_ERRMEM || h->mem_refused) lua_gc(L, LUA_GCCOLLECT);
+    h->mem_refused = false;
     if (err) *err = xstrdup(buf_cstr(&msg));
     buf_free(&msg);
     h->tripped = false;
@@ -260,13 +269,19 @@ static int setup_env(lua_State *L)
     lua_pushcfunction(L, sink_now);
     lua_setfield(L, -2, "now");
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
-    /* decode big integers and the like the same way every time */
+    /* cjson builds encoded text with its own malloc, outside the memory cap: do not let it
+     * keep that buffer between calls */
+    lua_getfield(L, -1, "encode_keep_buffer");
+    lua_pushboolean(L, 0);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) return lua_error(L); /* setup_env runs protected */
     lua_newtable(L);
-    static const char *const json_fields[] = {"encode", "decode", "null", NULL};
+    static const char *const json_fields[] = {"decode", "null", NULL};
     for (const char *const *f = json_fields; *f; f++) {
         lua_getfield(L, -2, *f);
         lua_setfield(L, -2, *f);
     }
+    lua_pushcfunction(L, lua_json_encode); /* allocates inside the memory cap */
+    lua_setfield(L, -2, "encode");
     lua_setfield(L, -3, "json");
     lua_pop(L, 1); /* cjson */
     lua_setglobal(L, "sink");

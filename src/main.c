@@ -13,6 +13,7 @@
 #include "config.h"
 #include "log.h"
 #include "pipeline.h"
+#include "reload.h"
 
 #define EVENTSINK_VERSION "0.1.0"
 
@@ -32,7 +33,7 @@ static void usage(FILE *out)
 static void on_signal(int sig)
 {
     if (sig == SIGHUP)
-        pipeline_reload_requested = 1;
+        reload_request_from_signal();
     else
         pipeline_stop_requested = 1;
 }

@@ -19,9 +19,9 @@
 #include "replay_worker.h"
 #include "status.h"
 #include "record.h"
+#include "reload.h"
 
 volatile sig_atomic_t pipeline_stop_requested = 0;
-volatile sig_atomic_t pipeline_reload_requested = 0;
 
 #define SHUTDOWN_FLUSH_MS 6000 /* SIGTERM: the contract allows 10 s in all */
 #define SHUTDOWN_TOTAL_MS 8500
@@ -377,6 +377,7 @@ static void reload_policies(struct pipeline *p)
                   p->policy_version, err);
         status_policies_failed(err);
         metrics_policy_reload(false);
+        reload_done(false, p->policy_version, err);
         free(err);
         return;
     }
@@ -387,6 +388,7 @@ static void reload_policies(struct pipeline *p)
     status_policies_loaded(p->policy_version, p->cfg->policies.items, p->cfg->policies.n);
     metrics_policy_reload(true);
     log_info("policies reloaded: version %d", p->policy_version);
+    reload_done(true, p->policy_version, NULL);
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */
@@ -500,10 +502,7 @@ int pipeline_run(struct config *cfg)
             free(perr);
             last_ping = now_ms();
         }
-        if (pipeline_reload_requested && p->n == 0) {
-            pipeline_reload_requested = 0;
-            reload_policies(p);
-        }
+        if (p->n == 0 && reload_wanted()) reload_policies(p);
         int timeout = 100;
         if (p->n) {
             int64_t left = p->started_ms + cfg->batch.max_wait_ms - now_ms();

@@ -7,9 +7,8 @@
 
 #include "config.h"
 
-/* Set from signal handlers; read by the loop. */
+/* Set from the SIGTERM/SIGINT handler; read by the loop. */
 extern volatile sig_atomic_t pipeline_stop_requested;
-extern volatile sig_atomic_t pipeline_reload_requested;
 
 /* Runs until SIGTERM/SIGINT. Returns the process exit code. */
 int pipeline_run(struct config *cfg);

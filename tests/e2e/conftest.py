@@ -12,6 +12,7 @@ from harness import KafkaBroker, PgServer, SinkFactory
 
 @pytest.fixture(scope="session")
 def pg():
+    harness.session_lock()
     directory = harness.TEST_ROOT / "pg"
     PgServer.clean_stale(directory)
     server = PgServer(directory)
@@ -24,6 +25,7 @@ def pg():
 
 @pytest.fixture(scope="session")
 def kafka():
+    harness.session_lock()
     directory = harness.TEST_ROOT / "kafka"
     KafkaBroker.clean_stale(directory)
     broker = KafkaBroker(directory)

@@ -11,6 +11,7 @@ SIGTERM/SIGHUP of the test runner), even when a test fails.
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import json
 import os
@@ -47,7 +48,7 @@ def scaled(seconds: float) -> float:
 
 
 def eventsink_bin() -> Path:
-    return Path(os.environ.get("EVENTSINK_BIN", str(REPO / "build" / "eventsink")))
+    return Path(os.path.abspath(os.environ.get("EVENTSINK_BIN", str(REPO / "build" / "eventsink"))))
 
 
 # --------------------------------------------------------------------------------------
@@ -169,12 +170,44 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             v = predicate()
             if v:
                 return v
+        except AssertionError:
+            raise
         except Exception as e:  # noqa: BLE001 - reported on timeout
             last_exc = e
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {scaled(timeout):.0f}s waiting for {what}"
                                  + (f" (last error: {last_exc!r})" if last_exc else ""))
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------
+# one test session at a time on this work tree
+# --------------------------------------------------------------------------------------
+
+_lock_file = None
+
+
+def session_lock(timeout: float = 1800) -> None:
+    """Takes .test/e2e.lock for the rest of the process, so that a second test session on
+    the same work tree waits instead of removing the first one's servers."""
+    global _lock_file
+    if _lock_file is not None:
+        return
+    import fcntl
+    TEST_ROOT.mkdir(parents=True, exist_ok=True)
+    f = open(TEST_ROOT / "e2e.lock", "w")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"another e2e test session holds {TEST_ROOT / 'e2e.lock'}")
+            time.sleep(1)
+    f.write(str(os.getpid()))
+    f.flush()
+    _lock_file = f
 
 
 # --------------------------------------------------------------------------------------
@@ -271,13 +304,23 @@ def count_or_zero(dsn: str, sql: str) -> int:
         return 0
 
 
+def _check_alive(sinks) -> None:
+    for s in sinks or ():
+        if not s.alive():
+            rc = s.proc.poll() if s.proc else None
+            raise AssertionError(f"{s.name} exited (code {rc}) while the test waited for it:\n"
+                                 f"{tail(s.log_text())}")
+
+
 def wait_rows(dsn: str, sql: str, expected: int, timeout: float = 120,
-              interval: float = 0.25) -> int:
+              interval: float = 0.25, sinks: Sequence["SinkProcess"] = ()) -> int:
     """Polls a count query until it returns `expected`; tolerates a database that is down
-    and tables that do not exist yet. Fails at once if the count overshoots."""
+    and tables that do not exist yet. Fails at once if the count overshoots, or if one of
+    `sinks` exits meanwhile."""
     deadline = time.monotonic() + scaled(timeout)
     last: Any = None
     while True:
+        _check_alive(sinks)
         try:
             last = count_or_zero(dsn, sql)
             if last == expected:
@@ -292,9 +335,24 @@ def wait_rows(dsn: str, sql: str, expected: int, timeout: float = 120,
         time.sleep(interval)
 
 
-def wait_at_least(dsn: str, sql: str, minimum: int, timeout: float = 120) -> int:
-    return wait_for(lambda: (lambda n: n if n >= minimum else 0)(count_or_zero(dsn, sql)),
-                    timeout, what=f"{sql!r} >= {minimum}")
+def wait_at_least(dsn: str, sql: str, minimum: int, timeout: float = 120,
+                  sinks: Sequence["SinkProcess"] = ()) -> int:
+    def check():
+        _check_alive(sinks)
+        n = count_or_zero(dsn, sql)
+        return n if n >= minimum else 0
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        try:
+            n = check()
+            if n:
+                return n
+        except psycopg.OperationalError:
+            pass
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {scaled(timeout):.0f}s waiting for "
+                                 f"{sql!r} >= {minimum}")
+        time.sleep(0.25)
 
 
 # --------------------------------------------------------------------------------------
@@ -323,6 +381,9 @@ class KafkaBroker:
                  what="the Kafka broker to answer metadata requests")
 
     def stop(self) -> None:
+        # clients first, so that they do not go on trying to reach a stopped broker
+        self._admin = None
+        gc.collect()
         subprocess.run(["bash", str(BROKER_SH), "stop", str(self.dir)],
                        capture_output=True, timeout=120)
         unregister_cleanup(self._cleanup)
@@ -415,6 +476,8 @@ class KafkaBroker:
                     p.poll(0.5)
             p.poll(0)
         remaining = p.flush(scaled(120))
+        if own:
+            del p
         if remaining:
             raise AssertionError(f"{remaining} records were not delivered to {topic}")
         if errors:

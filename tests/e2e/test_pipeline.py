@@ -153,7 +153,7 @@ def test_ten_thousand_events_land_in_the_journal(kafka, db, topic, sink):
     s = sink(topics=[topic], dsn=db)
     produced = kafka.produce(topic, records)
 
-    wait_rows(db, JOURNAL_COUNT, 10_000, timeout=300)
+    wait_rows(db, JOURNAL_COUNT, 10_000, timeout=300, sinks=[s])
     assert scalar(db, DLQ_COUNT) == 0
     assert_exactly_once(db, topic, produced)
 
@@ -222,8 +222,8 @@ def test_poison_events_go_to_the_dead_letter_queue(kafka, db, topic, sink):
     s = sink(topics=[topic], dsn=db, extra_config="c.kafka.max_message_bytes = 4096")
     produced = kafka.produce(topic, records)
 
-    wait_rows(db, DLQ_COUNT, len(poison), timeout=180)
-    wait_rows(db, JOURNAL_COUNT, len(good), timeout=180)
+    wait_rows(db, DLQ_COUNT, len(poison), timeout=180, sinks=[s])
+    wait_rows(db, JOURNAL_COUNT, len(good), timeout=180, sinks=[s])
     assert_exactly_once(db, topic, produced)
 
     journal, dlq = journal_rows(db, topic), dlq_rows(db, topic)
@@ -262,8 +262,8 @@ def test_db_reject_dead_letters_only_the_rejected_event(kafka, pg, db, topic, si
     produced = kafka.produce(topic, records)
 
     s = sink(topics=[topic], dsn=db)
-    wait_rows(db, DLQ_COUNT, 1, timeout=120)
-    wait_rows(db, JOURNAL_COUNT, 60, timeout=120)
+    wait_rows(db, DLQ_COUNT, 1, timeout=120, sinks=[s])
+    wait_rows(db, JOURNAL_COUNT, 60, timeout=120, sinks=[s])
     d = query_dicts(db, "SELECT * FROM dead_letter_queue")[0]
     assert d["reason"] == "db_reject"
     assert (d["kafka_partition"], d["kafka_offset"]) == produced[30]
@@ -274,13 +274,14 @@ def test_db_reject_dead_letters_only_the_rejected_event(kafka, pg, db, topic, si
 
     # and it goes on consuming afterwards
     more = kafka.produce(topic, event_records(event_stream(10, seed=14)))
-    wait_rows(db, JOURNAL_COUNT, 70, timeout=120)
+    wait_rows(db, JOURNAL_COUNT, 70, timeout=120, sinks=[s])
     assert_exactly_once(db, topic, produced + more)
     assert len(PERSISTED_RE.findall(s.log_text())) == 70
 
 
-def _wait_journal_row(dsn, topic, pos, timeout=120):
+def _wait_journal_row(dsn, topic, pos, sink, timeout=120):
     def get():
+        harness._check_alive([sink])
         rows = query_dicts(dsn, "SELECT * FROM event_journal WHERE topic = %s AND "
                                 "kafka_partition = %s AND kafka_offset = %s",
                            (topic, pos[0], pos[1]))
@@ -292,7 +293,7 @@ def test_replay_markers_in_the_payload(kafka, db, topic, sink):
     s = sink(topics=[topic], dsn=db)
     originals = [make_event(i, tenant="acme", event_type="lead.created") for i in range(3)]
     pos = kafka.produce(topic, event_records(originals))
-    rows = [_wait_journal_row(db, topic, p) for p in pos]
+    rows = [_wait_journal_row(db, topic, p, s) for p in pos]
     o1, o2, o3 = rows
 
     # payload markers only
@@ -309,7 +310,7 @@ def test_replay_markers_in_the_payload(kafka, db, topic, sink):
     p1, p2, p3 = kafka.produce(topic, [("k1", json.dumps(r1_payload).encode(), None, None),
                                        ("k2", json.dumps(r2_payload).encode(), r2_headers, None),
                                        ("k3", json.dumps(r3_payload).encode(), None, None)])
-    r1, r2, r3 = (_wait_journal_row(db, topic, p) for p in (p1, p2, p3))
+    r1, r2, r3 = (_wait_journal_row(db, topic, p, s) for p in (p1, p2, p3))
     for r, parent, src, payload in ((r1, o1, "operator_api", r1_payload),
                                     (r2, o2, "scheduled", r2_payload),
                                     (r3, o3, "webhook", r3_payload)):
@@ -325,7 +326,7 @@ def test_replay_markers_in_the_payload(kafka, db, topic, sink):
     rr_payload = dict(originals[0], _replayed_from_event_id=r1["id"],
                       _replay_source="operator_api", _replay_job_id=10)
     (prr,) = kafka.produce(topic, [("k1", json.dumps(rr_payload).encode(), None, None)])
-    rr = _wait_journal_row(db, topic, prr)
+    rr = _wait_journal_row(db, topic, prr, s)
     assert rr["replay_count"] == 2
     assert rr["replay_source"] == "operator_api"
     assert rr["replayed_from_event_id"] == r1["id"]
@@ -346,7 +347,7 @@ def test_replay_markers_in_headers_only(kafka, db, topic, sink, tmp_path):
     s = sink(topics=[topic], dsn=db, policies=[policy])
     original = make_event(1, tenant="globex", event_type="deal.won")
     (po,) = kafka.produce(topic, event_records([original]))
-    o = _wait_journal_row(db, topic, po)
+    o = _wait_journal_row(db, topic, po, s)
     assert o["replay_count"] == 0
 
     def hdrs(parent_id, source, job):
@@ -356,7 +357,7 @@ def test_replay_markers_in_headers_only(kafka, db, topic, sink, tmp_path):
 
     # non-object JSON payloads: an array and a string
     (p1,) = kafka.produce(topic, [("k", b'["deal.won", 42]', hdrs(o["id"], "operator_api", 7), None)])
-    r1 = _wait_journal_row(db, topic, p1)
+    r1 = _wait_journal_row(db, topic, p1, s)
     assert r1["replay_count"] == 1
     assert r1["replay_source"] == "operator_api"
     assert r1["replayed_from_event_id"] == o["id"]
@@ -365,7 +366,7 @@ def test_replay_markers_in_headers_only(kafka, db, topic, sink, tmp_path):
     s.wait_log(rf"Persisted REPLAYED deal\.won for tenant globex \(from event {o['id']}\)", timeout=30)
 
     (p2,) = kafka.produce(topic, [("k", b'"closed won"', hdrs(r1["id"], "automated", 8), None)])
-    r2 = _wait_journal_row(db, topic, p2)
+    r2 = _wait_journal_row(db, topic, p2, s)
     assert r2["replay_count"] == 2
     assert r2["replay_source"] == "automated"
     assert r2["replayed_from_event_id"] == r1["id"]
@@ -383,7 +384,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(kafka, db, 
     prod = BackgroundProducer(kafka, topic, records, chunk=500, gate=killed, gate_at=12_000)
     prod.start()
     try:
-        harness.wait_at_least(db, JOURNAL_COUNT, 3000, timeout=300)
+        harness.wait_at_least(db, JOURNAL_COUNT, 3000, timeout=300, sinks=[s])
         rc = s.kill9()
         assert rc == -signal.SIGKILL
         stored_at_kill = harness.count_or_zero(db, JOURNAL_COUNT)
@@ -394,7 +395,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(kafka, db, 
     produced = prod.result()
     assert len(produced) == total
     wait_rows(db, f"SELECT (SELECT count(*) FROM event_journal) + "
-                  f"(SELECT count(*) FROM dead_letter_queue)", total, timeout=600)
+                  f"(SELECT count(*) FROM dead_letter_queue)", total, timeout=600, sinks=[s])
     assert_exactly_once(db, topic, produced)
     assert scalar(db, DLQ_COUNT) == 0
     rows = journal_rows(db, topic)
@@ -409,7 +410,7 @@ def test_postgres_down_for_ten_seconds_loses_nothing(kafka, pg, db, topic, sink)
     s = sink(topics=[topic], dsn=db, allow_errors=True)  # it may well log errors meanwhile
     prod = BackgroundProducer(kafka, topic, first, chunk=500)
     prod.start()
-    harness.wait_at_least(db, JOURNAL_COUNT, 1500, timeout=300)
+    harness.wait_at_least(db, JOURNAL_COUNT, 1500, timeout=300, sinks=[s])
     pg.stop("fast")
     try:
         produced = prod.result()
@@ -419,7 +420,7 @@ def test_postgres_down_for_ten_seconds_loses_nothing(kafka, pg, db, topic, sink)
     finally:
         pg.start()
     wait_rows(db, f"SELECT (SELECT count(*) FROM event_journal) + "
-                  f"(SELECT count(*) FROM dead_letter_queue)", 12_000, timeout=600)
+                  f"(SELECT count(*) FROM dead_letter_queue)", 12_000, timeout=600, sinks=[s])
     assert_exactly_once(db, topic, produced)
     assert scalar(db, DLQ_COUNT) == 0
     assert s.alive()
@@ -435,7 +436,7 @@ def test_two_instances_share_the_work_exactly_once(kafka, db, topic, sink):
         seed += 1
         produced += kafka.produce(topic, event_records(event_stream(400, seed=seed,
                                                                     start=len(produced))))
-        wait_rows(db, JOURNAL_COUNT, len(produced), timeout=300)
+        wait_rows(db, JOURNAL_COUNT, len(produced), timeout=300, sinks=[a, b])
         if a.persisted_count() and b.persisted_count() and len(produced) >= 2000:
             break
     assert a.persisted_count() > 0, "the first instance persisted nothing"
@@ -451,14 +452,14 @@ def test_sigterm_commits_everything_and_exits_0(kafka, db, topic, sink):
     records = event_records(event_stream(3000, seed=51))
     s = sink(topics=[topic], dsn=db)
     produced = kafka.produce(topic, records)
-    wait_rows(db, JOURNAL_COUNT, 3000, timeout=300)
+    wait_rows(db, JOURNAL_COUNT, 3000, timeout=300, sinks=[s])
     ids_before = {r[0] for r in query(db, "SELECT id FROM event_journal")}
     assert s.terminate() == 0
     assert committed_vs_stored(kafka, db, sink.group_id, topic) == 3000
 
     s.restart()
     more = kafka.produce(topic, event_records(event_stream(100, seed=52, start=3000)))
-    wait_rows(db, JOURNAL_COUNT, 3100, timeout=300)
+    wait_rows(db, JOURNAL_COUNT, 3100, timeout=300, sinks=[s])
     assert_exactly_once(db, topic, produced + more)
     ids_after = {r[0] for r in query(db, "SELECT id FROM event_journal")}
     assert ids_before <= ids_after
@@ -473,14 +474,14 @@ def test_sigterm_mid_batch_finishes_the_batch_and_commits_it(kafka, db, topic, s
     records = event_records(event_stream(total, seed=61))
     produced = kafka.produce(topic, records)  # a backlog, so that SIGTERM lands mid-stream
     s = sink(topics=[topic], dsn=db, batch={"max_events": 500, "max_wait_ms": 50})
-    harness.wait_at_least(db, JOURNAL_COUNT, 1000, timeout=300)
+    harness.wait_at_least(db, JOURNAL_COUNT, 1000, timeout=300, sinks=[s])
     assert s.terminate() == 0
     first_run = harness.count_or_zero(db, JOURNAL_COUNT)
     assert committed_vs_stored(kafka, db, sink.group_id, topic) == first_run
     assert s.persisted_count(run=1) == first_run
 
     s.restart()
-    wait_rows(db, JOURNAL_COUNT, total, timeout=600)
+    wait_rows(db, JOURNAL_COUNT, total, timeout=600, sinks=[s])
     assert_exactly_once(db, topic, produced)
     assert s.persisted_count(run=2) == total - first_run
     assert s.terminate() == 0

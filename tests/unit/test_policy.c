@@ -339,7 +339,7 @@ static void test_journal_decision_always_has_a_tenant(void **state)
 {
     struct fx *fx = *state;
     struct policy_set *ps = load_ok(fx, "return { route = function(ev, info) return nil end }\n");
-    expect_dlq(ps, "{\"x\":1}", "missing_tenant", NULL);
+    expect_dlq(ps, "{\"x\":1}", "missing_tenant", "without tenant_id");
 }
 
 static void test_hook_errors(void **state)

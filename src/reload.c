@@ -1,0 +1,69 @@
+#include "reload.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "buf.h"
+
+static volatile sig_atomic_t signalled;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done = PTHREAD_COND_INITIALIZER;
+static unsigned long asked, finished; /* generations */
+static bool last_ok;
+static int last_version;
+static char *last_err;
+
+void reload_request_from_signal(void)
+{
+    signalled = 1;
+}
+
+bool reload_wanted(void)
+{
+    if (signalled) return true;
+    pthread_mutex_lock(&lock);
+    bool w = asked > finished;
+    pthread_mutex_unlock(&lock);
+    return w;
+}
+
+void reload_done(bool ok, int version, const char *err)
+{
+    signalled = 0;
+    pthread_mutex_lock(&lock);
+    finished = asked;
+    last_ok = ok;
+    last_version = version;
+    free(last_err);
+    last_err = err ? xstrdup(err) : NULL;
+    pthread_cond_broadcast(&done);
+    pthread_mutex_unlock(&lock);
+}
+
+int reload_request_wait(int timeout_ms, int *version, char **err)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&lock);
+    unsigned long mine = ++asked;
+    int rc = -1;
+    while (finished < mine) {
+        if (pthread_cond_timedwait(&done, &lock, &until) == ETIMEDOUT) break;
+    }
+    if (finished >= mine) {
+        rc = last_ok ? 1 : 0;
+        *version = last_version;
+        if (!last_ok) *err = xstrdup(last_err ? last_err : "reload failed");
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}

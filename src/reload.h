@@ -1,0 +1,21 @@
+/* Policy reload requests: SIGHUP and POST /admin/reload ask, the pipeline thread does it at
+ * a batch boundary (so that no batch is decided by two policy sets) and reports back. */
+#ifndef EVENTSINK_RELOAD_H
+#define EVENTSINK_RELOAD_H
+
+#include <stdbool.h>
+
+/* From the HTTP thread: asks for a reload and waits for its outcome. Returns 1 when the new
+ * set is in use (*version), 0 when it was refused (*err, malloc'd: the old set stays),
+ * -1 when the pipeline did not get to it within timeout_ms. */
+int reload_request_wait(int timeout_ms, int *version, char **err);
+
+/* From the pipeline thread: true when a reload was asked for (by signal or HTTP). */
+bool reload_wanted(void);
+/* From the pipeline thread, after trying: wakes the waiting requests. */
+void reload_done(bool ok, int version, const char *err);
+
+/* From the SIGHUP handler (async-signal-safe). */
+void reload_request_from_signal(void);
+
+#endif
