@@ -12,7 +12,8 @@
 
 local json = sink.json
 local decode, null = json.decode, json.null
-local type, tostring, tonumber, pairs, error, pcall = type, tostring, tonumber, pairs, error, pcall
+local type, tostring, tonumber, pairs, ipairs, error, pcall =
+    type, tostring, tonumber, pairs, ipairs, error, pcall
 local setmetatable, getmetatable, rawset = setmetatable, getmetatable, rawset
 local tointeger, utf8len, find, format = math.tointeger, utf8.len, string.find, string.format
 local base_env = _G
@@ -76,6 +77,12 @@ function defaults.replay_source(req)
     return "operator_api"
 end
 
+-- An addition to the contract's hooks: may a bulk replay (batch, range, filtered DLQ retry,
+-- webhook, schedule) run now? nil or "allow"; "refuse", reason; "defer", seconds.
+function defaults.replay_guard(req)
+    return nil
+end
+
 local RETRYABLE = {db_reject = true, policy_error = true}
 
 function defaults.dlq_retry(entry)
@@ -88,11 +95,35 @@ end
 -- ---- loading -----------------------------------------------------------------------------
 
 local HOOKS = {describe = true, detect_replay = true, route = true, replay_source = true,
-               dlq_retry = true}
+               dlq_retry = true, replay_guard = true}
 
+local check_schedules -- defined below
 local hooks = {}      -- name -> function, once finish() has run
 local defined_in = {} -- name -> file that defined it
 local schedules = {}
+
+local ACTIONS = {replay_range = true, dlq_retry = true}
+local SCHEDULE_KEYS = {name = true, cron = true, action = true, params = true}
+
+check_schedules = function(file, list)
+    local seen = {}
+    for i, sch in pairs(list) do
+        local where = format("%s: schedules[%s]", file, tostring(i))
+        if type(i) ~= "number" then error(where .. ": schedules must be a list", 0) end
+        if type(sch) ~= "table" then error(where .. ": must be a table {name=, cron=, action=, params=}", 0) end
+        for k in pairs(sch) do
+            if not SCHEDULE_KEYS[k] then error(format("%s: unknown key '%s'", where, tostring(k)), 0) end
+        end
+        if type(sch.name) ~= "string" or sch.name == "" then error(where .. ": name must be a non-empty string", 0) end
+        if seen[sch.name] then error(format("%s: the name '%s' is used twice", where, sch.name), 0) end
+        seen[sch.name] = true
+        if type(sch.cron) ~= "string" then error(where .. ": cron must be a string like \"0 2 * * *\"", 0) end
+        if not ACTIONS[sch.action] then
+            error(format("%s: action must be \"replay_range\" or \"dlq_retry\", not %s", where, tostring(sch.action)), 0)
+        end
+        if sch.params ~= nil and type(sch.params) ~= "table" then error(where .. ": params must be a table", 0) end
+    end
+end
 
 function R.new_env()
     -- reads fall through to the sandbox; writes stay in this policy's own table
@@ -125,10 +156,11 @@ function R.install(file, t, env)
             if defined_in.schedules then
                 error(format("%s: 'schedules' is already defined in %s", file, defined_in.schedules), 0)
             end
+            check_schedules(file, v)
             schedules, defined_in.schedules = v, file
         else
             error(format("%s: unknown hook '%s' (known: describe, detect_replay, route, "
-                .. "replay_source, dlq_retry, schedules)", file, tostring(k)), 0)
+                .. "replay_source, dlq_retry, replay_guard, schedules)", file, tostring(k)), 0)
         end
     end
     if env then lock(env) end
@@ -141,8 +173,14 @@ function R.finish()
     return true
 end
 
-function R.schedules()
-    return schedules
+-- The schedules as plain values for the C core: a list of {name, cron, action,
+-- params as JSON}, and the file that defined them.
+function R.schedule_list()
+    local out = {}
+    for _, sch in ipairs(schedules) do
+        out[#out + 1] = {sch.name, sch.cron, sch.action, json.encode(sch.params or {})}
+    end
+    return out, defined_in.schedules
 end
 
 -- ---- deciding ----------------------------------------------------------------------------
@@ -249,6 +287,23 @@ function R.replay_source(req)
     return name_of(tag, "replay_source", "replay_source") or defaults.replay_source(req)
 end
 
+-- Returns "allow", "refuse" with a reason, or "defer" with seconds.
+function R.replay_guard(req)
+    local verdict, arg = hooks.replay_guard(req)
+    if verdict == nil or verdict == true or verdict == "allow" then return "allow" end
+    if verdict == false or verdict == "refuse" then
+        return "refuse", arg ~= nil and tostring(arg) or "refused by the replay_guard policy"
+    end
+    if verdict == "defer" then
+        if type(arg) ~= "number" or arg ~= arg or arg < 0 then
+            error("replay_guard returned \"defer\" without a number of seconds", 0)
+        end
+        return "defer", arg
+    end
+    error("replay_guard returned " .. tostring(verdict)
+        .. "; expected nil, \"allow\", \"refuse\" or \"defer\"", 0)
+end
+
 function R.dlq_retry(entry)
     local s = hooks.dlq_retry(entry)
     if s == nil then return nil end
@@ -256,6 +311,54 @@ function R.dlq_retry(entry)
         error("dlq_retry returned " .. tostring(s) .. "; expected seconds (a number >= 0) or nil", 0)
     end
     return s
+end
+
+-- ---- the reload self-test ------------------------------------------------------------
+
+-- Every hook runs on these before a policy set is accepted; a hook that raises on them, or
+-- returns the wrong types, refuses the whole set (the running one stays).
+local SAMPLE_EVENTS = {
+    {raw = '{"tenant_id":"acme","event_type":"lead.created","lead":{"id":"L-1","email":"ada@example.com","score":42}}'},
+    {raw = '{"tenant_id":"acme","event_type":"lead.updated","lead":{"id":"L-1"},'
+        .. '"_replayed_from_event_id":1,"_replay_source":"operator_api","_replay_job_id":1}'},
+    {raw = '{"tenant_id":"globex","type":"deal.won","deal":{"id":"D-9","amount":1200.5}}',
+     headers = {["x-replayed-from-event-id"] = "2", ["x-replay-source"] = "scheduled"}},
+    {raw = '{"event_type":"lead.created","lead":{"id":"L-2"}}'},
+}
+local SAMPLE_REQUESTS = {
+    {kind = "single", requested_by = "self-test", reason = "self-test", automatic = false},
+    {kind = "range", requested_by = "self-test", automatic = false},
+    {kind = "scheduled", requested_by = "nightly", automatic = true},
+    {kind = "dlq_retry", requested_by = "automated", automatic = true},
+    {kind = "webhook", requested_by = "webhook", automatic = false},
+}
+local SAMPLE_ENTRIES = {
+    {id = 1, reason = "db_reject", attempts = 0, topic = "apexflow.leads.created", tenant_id = "acme"},
+    {id = 2, reason = "policy_error", attempts = 5, topic = "apexflow.leads.created"},
+    {id = 3, reason = "invalid_json", attempts = 0, topic = "apexflow.leads.created"},
+}
+
+function R.self_test()
+    for i, sample in ipairs(SAMPLE_EVENTS) do
+        local ev = {topic = "apexflow.leads.created", partition = 0, offset = i, key = "lead-" .. i,
+                    timestamp_ms = 0, raw = sample.raw, headers = sample.headers}
+        local ok, err = pcall(R.decide, ev, nil)
+        if not ok then error(format("self-test on sample event %d: %s", i, tostring(err)), 0) end
+    end
+    for _, req in ipairs(SAMPLE_REQUESTS) do
+        local ok, err = pcall(R.replay_source, req)
+        if not ok then error(format("self-test of replay_source (%s): %s", req.kind, tostring(err)), 0) end
+    end
+    for _, req in ipairs(SAMPLE_REQUESTS) do
+        req.count = 100
+        local ok, err = pcall(R.replay_guard, req)
+        if not ok then error(format("self-test of replay_guard (%s): %s", req.kind, tostring(err)), 0) end
+    end
+    for _, entry in ipairs(SAMPLE_ENTRIES) do
+        local ok, err = pcall(R.dlq_retry, entry)
+        if not ok then error(format("self-test of dlq_retry (%s): %s", entry.reason, tostring(err)), 0) end
+    end
+    return true
 end
 
 return R

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "api_replay.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
@@ -83,13 +85,47 @@ static void params_begin(struct buf *p, struct http_req *rq)
     }
 }
 
+/* The replay_guard policy for a bulk replay. False (with a 422 answer) when it refuses;
+ * a deferral adds "not_before" to the job's params (the worker waits for it) and sets
+ * *deferred to its unix time. */
+static bool guard(struct http_req *rq, struct http_resp *rs, const char *kind,
+                  const char *requested_by, const char *reason, long count, struct buf *params,
+                  double *deferred)
+{
+    double secs = 0;
+    char *why = NULL;
+    *deferred = 0;
+    int g = policy_ctl_replay_guard(rq->env->ctl, kind, requested_by, reason,
+                                    strcmp(kind, "scheduled") == 0, count, &secs, &why);
+    if (g == GUARD_REFUSE) {
+        http_error(rs, 422, "refused_by_policy", "%s", why ? why : "refused by replay_guard");
+        free(why);
+        return false;
+    }
+    if (g == GUARD_DEFER && params->len > 1 && params->data[0] == '{') {
+        *deferred = (double)time(NULL) + secs;
+        struct buf b = {0};
+        buf_printf(&b, "{\"not_before\":%.0f,%s", *deferred, params->data + 1);
+        buf_free(params);
+        *params = b;
+    }
+    return true;
+}
+
+static void deferred_note(struct http_resp *rs, double deferred)
+{
+    if (!deferred || rs->body.len < 2) return;
+    rs->body.len--; /* drop the closing brace */
+    buf_printf(&rs->body, ",\"deferred_until\":%.0f}", deferred);
+}
+
 static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *kind,
-                          const char *tag, const char *reason, const char *params,
-                          const char *status, long total)
+                          const char *tag, const char *requested_by, const char *reason,
+                          const char *params, const char *status, long total)
 {
     char tot[24];
     snprintf(tot, sizeof tot, "%ld", total);
-    const char *p[] = {kind, tag, who(rq), reason, params, status, tot};
+    const char *p[] = {kind, tag, requested_by, reason, params, status, tot};
     PGresult *res = http_exec(rq, rs, c, SQL_JOB_CREATE, 7, p);
     if (!res) return 0;
     int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -169,7 +205,7 @@ static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, con
     struct buf params = {0};
     params_begin(&params, rq);
     buf_printf(&params, "\"event_id\":%s}", idtext);
-    int64_t job = create_job(rq, rs, c, "single", tag, reason, params.data, "running", 1);
+    int64_t job = create_job(rq, rs, c, "single", tag, who(rq), reason, params.data, "running", 1);
     buf_free(&params);
     if (job) {
         char j[24];
@@ -260,10 +296,9 @@ bad:
     return false;
 }
 
-static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
+void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                   const char *kind, const char *requested_by)
 {
-    struct jsonv *body = http_json_body(rq, rs, true);
-    if (!body) return;
     const struct jsonv *ids = jsonv_get(body, "ids");
     const char *reason = NULL;
     long rate;
@@ -292,13 +327,16 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
     }
     buf_putc(&arr, '}');
     buf_puts(&params, "]}");
+    double deferred;
+    if (!guard(rq, rs, kind, requested_by, reason, (long)ids->n, &params, &deferred)) goto out;
     PGconn *c = http_db(rq, rs);
     if (!c) goto out;
-    char *tag = policy_ctl_replay_source(rq->env->ctl, "batch", who(rq), reason, false);
+    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
     PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
     if (b) {
         PQclear(b);
-        int64_t job = create_job(rq, rs, c, "batch", tag, reason, params.data, "pending", 0);
+        int64_t job =
+            create_job(rq, rs, c, kind, tag, requested_by, reason, params.data, "pending", 0);
         char j[24];
         snprintf(j, sizeof j, "%" PRId64, job);
         const char *p[] = {j, arr.data, rq->tenant_scope};
@@ -312,6 +350,7 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
                 rs->status = 202;
                 buf_reset(&rs->body);
                 buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
+                deferred_note(rs, deferred);
                 replay_worker_wake();
             }
         }
@@ -322,15 +361,21 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
 out:
     buf_free(&arr);
     buf_free(&params);
+}
+
+static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *body = http_json_body(rq, rs, true);
+    if (!body) return;
+    api_batch_job(rq, rs, body, "batch", who(rq));
     jsonv_free(body);
 }
 
 /* ---- POST /replay/range ---------------------------------------------------------------- */
 
-static void h_replay_range(struct http_req *rq, struct http_resp *rs)
+void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                   const char *kind, const char *requested_by)
 {
-    struct jsonv *body = http_json_body(rq, rs, false);
-    if (!body) return;
     const char *start, *end, *topic, *tenant, *reason;
     bool only_original, dry_run, confirm;
     long rate;
@@ -385,11 +430,14 @@ static void h_replay_range(struct http_req *rq, struct http_resp *rs)
     json_write_cstr(&params, tenant);
     buf_printf(&params, ",\"only_original\":%s,\"rate_per_s\":%ld}",
                only_original ? "true" : "false", rate);
-    char *tag = policy_ctl_replay_source(rq->env->ctl, "range", who(rq), reason, false);
+    double deferred;
+    if (!guard(rq, rs, kind, requested_by, reason, matched, &params, &deferred)) goto done;
+    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
     PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
     if (b) {
         PQclear(b);
-        int64_t job = create_job(rq, rs, c, "range", tag, reason, params.data, "pending", 0);
+        int64_t job =
+            create_job(rq, rs, c, kind, tag, requested_by, reason, params.data, "pending", 0);
         char j[24];
         snprintf(j, sizeof j, "%" PRId64, job);
         p[6] = j;
@@ -403,6 +451,7 @@ static void h_replay_range(struct http_req *rq, struct http_resp *rs)
                 rs->status = 202;
                 buf_reset(&rs->body);
                 buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"matched\":%ld}", job, total);
+                deferred_note(rs, deferred);
                 replay_worker_wake();
             }
         }
@@ -413,6 +462,13 @@ done:
     http_db_done(rq, c);
 out:
     buf_free(&params);
+}
+
+static void h_replay_range(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *body = http_json_body(rq, rs, false);
+    if (!body) return;
+    api_range_job(rq, rs, body, "range", who(rq));
     jsonv_free(body);
 }
 
@@ -504,7 +560,8 @@ static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
         struct buf params = {0};
         params_begin(&params, rq);
         buf_printf(&params, "\"dlq_id\":%s}", rq->path_args[0]);
-        int64_t job = create_job(rq, rs, c, "dlq_retry", tag, reason, params.data, "running", 1);
+        int64_t job =
+            create_job(rq, rs, c, "dlq_retry", tag, who(rq), reason, params.data, "running", 1);
         buf_free(&params);
         if (job) {
             char j[24];
@@ -544,11 +601,17 @@ static void h_dlq_retry_filter(struct http_req *rq, struct http_resp *rs)
     buf_puts(&params, ",\"tenant\":");
     json_write_cstr(&params, tenant);
     buf_printf(&params, ",\"rate_per_s\":%ld}", rate);
+    double deferred;
+    if (!guard(rq, rs, "dlq_retry", who(rq), why, -1, &params, &deferred)) {
+        http_db_done(rq, c);
+        goto out;
+    }
     char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), why, false);
     PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
     if (b) {
         PQclear(b);
-        int64_t job = create_job(rq, rs, c, "dlq_retry", tag, why, params.data, "pending", 0);
+        int64_t job =
+            create_job(rq, rs, c, "dlq_retry", tag, who(rq), why, params.data, "pending", 0);
         char j[24];
         snprintf(j, sizeof j, "%" PRId64, job);
         const char *p[] = {j, reason, topic, tenant, rq->tenant_scope};
@@ -562,6 +625,7 @@ static void h_dlq_retry_filter(struct http_req *rq, struct http_resp *rs)
                 rs->status = 202;
                 buf_reset(&rs->body);
                 buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
+                deferred_note(rs, deferred);
                 replay_worker_wake();
             }
         }

@@ -83,6 +83,10 @@ static const struct opt sandbox_opts[] = {
     INT("max_memory_bytes", sandbox.max_memory_bytes, 64L << 20, 1L << 20, 4096L << 20),
     END,
 };
+static const struct opt scheduler_opts[] = {
+    STR("timezone", scheduler.timezone, "UTC"),
+    END,
+};
 static const struct opt root_opts[] = {
     {"kafka", OPT_TABLE, 0, NULL, 0, 0, 0, kafka_opts},
     {"postgres", OPT_TABLE, 0, NULL, 0, 0, 0, postgres_opts},
@@ -94,6 +98,7 @@ static const struct opt root_opts[] = {
     {"replay", OPT_TABLE, 0, NULL, 0, 0, 0, replay_opts},
     {"log", OPT_TABLE, 0, NULL, 0, 0, 0, log_opts},
     {"sandbox", OPT_TABLE, 0, NULL, 0, 0, 0, sandbox_opts},
+    {"scheduler", OPT_TABLE, 0, NULL, 0, 0, 0, scheduler_opts},
     END,
 };
 
@@ -374,6 +379,16 @@ static void validate(struct loader *ld)
                 strcmp(c->http.tokens[i].name, c->http.tokens[j].name) == 0)
                 problem(ld, "http.tokens", "two tokens are named \"%s\"", c->http.tokens[i].name);
     if (c->policies.n == 0) problem(ld, "policies", "needs at least one policy file");
+    if (strcmp(c->scheduler.timezone, "UTC") != 0) {
+        struct buf zone = {0};
+        buf_printf(&zone, "/usr/share/zoneinfo/%s", c->scheduler.timezone);
+        if (strstr(c->scheduler.timezone, "..") || access(zone.data, R_OK) != 0)
+            problem(ld, "scheduler.timezone",
+                    "unknown time zone \"%s\" (expected a name such as "
+                    "\"Europe/Berlin\" from the tz database)",
+                    c->scheduler.timezone);
+        buf_free(&zone);
+    }
     for (size_t i = 0; i < c->policies.n; i++) {
         char *abs = resolve(c->dir, c->policies.items[i]);
         free(c->policies.items[i]);
@@ -479,5 +494,6 @@ void config_free(struct config *c)
     strlist_free(&c->policies);
     free(c->log.level);
     free(c->log.format);
+    free(c->scheduler.timezone);
     free(c);
 }

@@ -74,6 +74,9 @@ struct config {
         long max_instructions;
         long max_memory_bytes;
     } sandbox;
+    struct {
+        char *timezone; /* of the policies' cron schedules */
+    } scheduler;
 };
 
 /* Loads and validates FILE. On failure returns NULL and *err holds every problem found,

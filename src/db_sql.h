@@ -61,7 +61,7 @@
     "  reason = r.reason, error = r.error, policy_version = r.policy_version,"                     \
     "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END,"                 \
     "  last_retry_topic = r.topic, last_retry_partition = r.kafka_partition,"                      \
-    "  last_retry_offset = r.kafka_offset"                                                         \
+    "  last_retry_offset = r.kafka_offset, retry_decided = false"                                  \
     " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition,"             \
     "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)"         \
     " RETURNING d.id, d.reason"                                                                    \

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "log.h"
 #include "lua_json.h"
+#include "lua_patterns.h"
 
 /* lua-cjson is linked in (liblua5.4-cjson) and opened here, never through require. */
 int luaopen_cjson(lua_State *L);
@@ -240,6 +241,12 @@ static int setup_env(lua_State *L)
         luaL_requiref(L, lib->name, lib->func, 1);
         lua_pop(L, 1);
     }
+    /* string.find/match/gmatch/gsub backtrack in C, where the instruction hook never
+     * fires: replace them with copies that stop after a number of steps per call. The
+     * limit is the instruction budget (default 1,000,000; a step costs about what an
+     * instruction does, a few ns), so one pattern call can take no longer than a whole
+     * hook may run; a host without an instruction budget has no step limit either. */
+    lua_patterns_install(L, h->limits.max_instructions);
     /* base: no file access, no binary chunks, no collector control */
     static const char *const removed[] = {"dofile", "loadfile", "collectgarbage", NULL};
     for (const char *const *r = removed; *r; r++) {

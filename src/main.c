@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
@@ -69,7 +70,7 @@ int main(int argc, char **argv)
                 return 2;
             }
             conf = argv[i];
-        } else if (argv[i][0] == '-') {
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "eventsink: unknown option %s\n", argv[i]);
             usage(stderr);
             return 2;
@@ -107,6 +108,9 @@ int main(int argc, char **argv)
         return 2;
     }
     log_configure(cfg->log.level, cfg->log.format);
+    /* cron schedules are read in this zone; logs and timestamps stay UTC */
+    setenv("TZ", cfg->scheduler.timezone, 1);
+    tzset();
 
     int rc;
     if (cmd && strcmp(cmd, "check") == 0) {

@@ -17,6 +17,7 @@
 #include "policy_ctl.h"
 #include "producer.h"
 #include "replay_worker.h"
+#include "scheduler.h"
 #include "status.h"
 #include "record.h"
 #include "reload.h"
@@ -403,7 +404,10 @@ struct services {
 
 static void services_stop(struct pipeline *p, struct services *sv)
 {
-    if (sv->worker) replay_worker_stop();
+    if (sv->worker) {
+        scheduler_stop();
+        replay_worker_stop();
+    }
     http_stop(sv->http);
     producer_destroy(p->producer);
     p->producer = NULL;
@@ -477,6 +481,7 @@ int pipeline_run(struct config *cfg)
         goto out;
     }
     replay_worker_start(&sv.env);
+    scheduler_start(&sv.env);
     sv.worker = true;
 
     p->consumer = consumer_create(cfg, bootstrap, on_revoke, p, &err);

@@ -8,10 +8,13 @@
 
 #include "assets.h"
 #include "buf.h"
+#include "cron.h"
 #include "log.h"
 
 struct policy_set {
     struct lua_host *host;
+    struct policy_schedule *schedules;
+    size_t nschedules;
     int version;
     int runtime_ref; /* registry reference to the runtime's table */
     int decide_ref;  /* registry reference to runtime.decide */
@@ -41,6 +44,42 @@ static void push_runtime_fn(struct policy_set *ps, const char *name)
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->runtime_ref);
     lua_getfield(L, -1, name);
     lua_remove(L, -2);
+}
+
+/* Reads runtime.schedule_list() into C, checking each cron expression. */
+static bool load_schedules(struct policy_set *ps, char **err)
+{
+    lua_State *L = lua_host_state(ps->host);
+    push_runtime_fn(ps, "schedule_list");
+    if (!lua_host_pcall(ps->host, 0, 2, err)) return false;
+    const char *file = lua_isstring(L, -1) ? lua_tostring(L, -1) : "policies";
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -2);
+    ps->schedules = xcalloc((size_t)n + 1, sizeof *ps->schedules);
+    bool ok = true;
+    for (lua_Integer i = 1; i <= n && ok; i++) {
+        lua_rawgeti(L, -2, i);
+        struct policy_schedule *sc = &ps->schedules[ps->nschedules++];
+        const char *fields[4];
+        for (int k = 0; k < 4; k++) {
+            lua_rawgeti(L, -1 - k, k + 1);
+            fields[k] = lua_tostring(L, -1);
+        }
+        sc->name = xstrdup(fields[0]);
+        sc->cron_text = xstrdup(fields[1]);
+        sc->action = xstrdup(fields[2]);
+        sc->params_json = xstrdup(fields[3]);
+        const char *why = NULL;
+        if (!cron_parse(sc->cron_text, &sc->cron, &why)) {
+            struct buf m = {0};
+            buf_printf(&m, "%s: schedule '%s': bad cron expression \"%s\": %s", file, sc->name,
+                       sc->cron_text, why);
+            *err = m.data;
+            ok = false;
+        }
+        lua_pop(L, 5);
+    }
+    lua_pop(L, 2);
+    return ok;
 }
 
 struct policy_set *policy_set_load(const struct strlist *files,
@@ -94,6 +133,9 @@ struct policy_set *policy_set_load(const struct strlist *files,
     }
     push_runtime_fn(ps, "finish");
     if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
+    if (!load_schedules(ps, err)) goto error;
+    push_runtime_fn(ps, "self_test");
+    if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
     push_runtime_fn(ps, "decide");
     ps->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     buf_free(&src);
@@ -108,9 +150,54 @@ error:
 void policy_set_destroy(struct policy_set *ps)
 {
     if (!ps) return;
+    for (size_t i = 0; i < ps->nschedules; i++) {
+        free(ps->schedules[i].name);
+        free(ps->schedules[i].cron_text);
+        free(ps->schedules[i].action);
+        free(ps->schedules[i].params_json);
+    }
+    free(ps->schedules);
     lua_host_destroy(ps->host); /* frees the references with the state */
     ps->host = NULL;
     free(ps);
+}
+
+const struct policy_schedule *policy_set_schedules(const struct policy_set *ps, size_t *n)
+{
+    *n = ps->nschedules;
+    return ps->schedules;
+}
+
+int policy_dlq_retry(struct policy_set *ps, const struct dlq_entry_info *e, double *seconds,
+                     char **err)
+{
+    lua_State *L = lua_host_state(ps->host);
+    push_runtime_fn(ps, "dlq_retry");
+    lua_createtable(L, 0, 6);
+    lua_pushinteger(L, e->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, e->reason);
+    lua_setfield(L, -2, "reason");
+    lua_pushinteger(L, e->attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_pushstring(L, e->topic);
+    lua_setfield(L, -2, "topic");
+    if (e->tenant_id) {
+        lua_pushstring(L, e->tenant_id);
+        lua_setfield(L, -2, "tenant_id");
+    }
+    if (e->error) {
+        lua_pushstring(L, e->error);
+        lua_setfield(L, -2, "error");
+    }
+    if (!lua_host_pcall(ps->host, 1, 1, err)) return -1;
+    int rc = 0;
+    if (lua_isnumber(L, -1)) {
+        *seconds = lua_tonumber(L, -1);
+        rc = 1;
+    }
+    lua_pop(L, 1);
+    return rc;
 }
 
 int policy_set_version(const struct policy_set *ps)
@@ -244,4 +331,39 @@ char *policy_replay_source(struct policy_set *ps, const char *kind, const char *
     lua_pop(L, 1);
     if (!tag) *err = xstrdup("replay_source returned no tag");
     return tag;
+}
+
+int policy_replay_guard(struct policy_set *ps, const char *kind, const char *requested_by,
+                        const char *reason, bool automatic, long count, double *defer_s, char **why,
+                        char **err)
+{
+    lua_State *L = lua_host_state(ps->host);
+    push_runtime_fn(ps, "replay_guard");
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    if (requested_by) {
+        lua_pushstring(L, requested_by);
+        lua_setfield(L, -2, "requested_by");
+    }
+    if (reason) {
+        lua_pushstring(L, reason);
+        lua_setfield(L, -2, "reason");
+    }
+    lua_pushboolean(L, automatic);
+    lua_setfield(L, -2, "automatic");
+    lua_pushinteger(L, count);
+    lua_setfield(L, -2, "count");
+    if (!lua_host_pcall(ps->host, 1, 2, err)) return -1;
+    const char *verdict = lua_tostring(L, -2);
+    int rc = GUARD_ALLOW;
+    if (verdict && strcmp(verdict, "refuse") == 0) {
+        rc = GUARD_REFUSE;
+        *why = opt_string(L, -1);
+    } else if (verdict && strcmp(verdict, "defer") == 0) {
+        rc = GUARD_DEFER;
+        *defer_s = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 2);
+    return rc;
 }

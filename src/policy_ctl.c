@@ -58,3 +58,67 @@ char *policy_ctl_replay_source(struct policy_ctl *c, const char *kind, const cha
     free(err);
     return xstrdup(def);
 }
+
+int policy_ctl_dlq_retry(struct policy_ctl *c, const struct dlq_entry_info *e, double *seconds)
+{
+    char *err = NULL;
+    pthread_mutex_lock(&c->lock);
+    int rc = policy_dlq_retry(c->ps, e, seconds, &err);
+    pthread_mutex_unlock(&c->lock);
+    if (rc < 0) {
+        log_warn("the dlq_retry hook failed for DLQ entry %lld (%s); no automated retry for it",
+                 (long long)e->id, err);
+        free(err);
+        return 0;
+    }
+    return rc;
+}
+
+struct policy_schedule *policy_ctl_schedules(struct policy_ctl *c, size_t *n, int *version)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t cnt;
+    const struct policy_schedule *src = policy_set_schedules(c->ps, &cnt);
+    struct policy_schedule *copy = xcalloc(cnt + 1, sizeof *copy);
+    for (size_t i = 0; i < cnt; i++) {
+        copy[i] = src[i];
+        copy[i].name = xstrdup(src[i].name);
+        copy[i].cron_text = xstrdup(src[i].cron_text);
+        copy[i].action = xstrdup(src[i].action);
+        copy[i].params_json = xstrdup(src[i].params_json);
+    }
+    *version = policy_set_version(c->ps);
+    pthread_mutex_unlock(&c->lock);
+    *n = cnt;
+    return copy;
+}
+
+void policy_schedules_free(struct policy_schedule *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(s[i].name);
+        free(s[i].cron_text);
+        free(s[i].action);
+        free(s[i].params_json);
+    }
+    free(s);
+}
+
+int policy_ctl_replay_guard(struct policy_ctl *c, const char *kind, const char *requested_by,
+                            const char *reason, bool automatic, long count, double *defer_s,
+                            char **why)
+{
+    char *err = NULL;
+    pthread_mutex_lock(&c->lock);
+    int rc = policy_replay_guard(c->ps, kind, requested_by, reason, automatic, count, defer_s, why,
+                                 &err);
+    pthread_mutex_unlock(&c->lock);
+    if (rc >= 0) return rc;
+    /* a guard that fails refuses: bulk replays are what it exists to hold back */
+    struct buf m = {0};
+    buf_printf(&m, "the replay_guard policy failed: %s", err);
+    *why = m.data;
+    log_warn("%s; refusing the %s replay", m.data, kind);
+    free(err);
+    return GUARD_REFUSE;
+}

@@ -20,4 +20,17 @@ void policy_ctl_swap(struct policy_ctl *c, struct policy_set *ps);
 char *policy_ctl_replay_source(struct policy_ctl *c, const char *kind, const char *requested_by,
                                const char *reason, bool automatic);
 
+/* The replay_guard hook (GUARD_* of policy.h); a hook that fails refuses, with *why. */
+int policy_ctl_replay_guard(struct policy_ctl *c, const char *kind, const char *requested_by,
+                            const char *reason, bool automatic, long count, double *defer_s,
+                            char **why);
+
+/* The dlq_retry hook: 1 with *seconds, or 0 (stop; also when the hook failed, logged). */
+int policy_ctl_dlq_retry(struct policy_ctl *c, const struct dlq_entry_info *e, double *seconds);
+
+/* A copy of the schedules of the set in use, and its version; free with
+ * policy_schedules_free. */
+struct policy_schedule *policy_ctl_schedules(struct policy_ctl *c, size_t *n, int *version);
+void policy_schedules_free(struct policy_schedule *s, size_t n);
+
 #endif

@@ -87,6 +87,9 @@
     "  RETURNING i.status, i.dlq_id),"                                                             \
     " dlq AS (UPDATE dead_letter_queue d SET status = 'retrying', last_attempt_at = now()"         \
     "  FROM upd WHERE upd.status = 'sent' AND d.id = upd.dlq_id AND d.status = 'pending'"          \
+    "  RETURNING d.id),"                                                                           \
+    " dlq_failed AS (UPDATE dead_letter_queue d SET retry_decided = false"                         \
+    "  FROM upd WHERE upd.status = 'failed' AND d.id = upd.dlq_id AND d.status = 'pending'"        \
     "  RETURNING d.id)"                                                                            \
     " UPDATE replay_jobs SET"                                                                      \
     "  succeeded = succeeded + (SELECT count(*) FROM upd WHERE status = 'sent'),"                  \

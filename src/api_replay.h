@@ -1,0 +1,17 @@
+/* Job creation shared by the replay endpoints and the signed webhook. */
+#ifndef EVENTSINK_API_REPLAY_H
+#define EVENTSINK_API_REPLAY_H
+
+#include "http.h"
+#include "jsonv.h"
+
+/* body {"ids": [...], "reason"?, "rate_per_s"?} -> a pending job of `kind`; answers 202
+ * {"job_id", "total"} or the error. */
+void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                   const char *kind, const char *requested_by);
+/* body or query: start, end, topic, tenant, only_original, dry_run, confirm, rate_per_s,
+ * reason -> 200 {"matched"} (dry run) or 202 {"job_id", "matched"}. */
+void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                   const char *kind, const char *requested_by);
+
+#endif

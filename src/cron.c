@@ -1,0 +1,138 @@
+#include "cron.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const months[] = {"jan", "feb", "mar", "apr", "may", "jun",
+                                     "jul", "aug", "sep", "oct", "nov", "dec"};
+static const char *const days[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
+
+/* A number or (for months and days) a name; advances *p. -1 when there is none. */
+static int value(const char **p, const char *const *names, int nnames, int name_base)
+{
+    if (isdigit((unsigned char)**p)) {
+        int v = 0;
+        while (isdigit((unsigned char)**p) && v < 1000)
+            v = v * 10 + (*(*p)++ - '0');
+        return v;
+    }
+    if (names && isalpha((unsigned char)**p)) {
+        for (int i = 0; i < nnames; i++) {
+            if (strncasecmp(*p, names[i], 3) == 0 && !isalpha((unsigned char)(*p)[3])) {
+                *p += 3;
+                return i + name_base;
+            }
+        }
+    }
+    return -1;
+}
+
+/* One field into a bit set; lo..hi is the allowed range. */
+static bool field(const char *s, int lo, int hi, const char *const *names, int nnames,
+                  int name_base, uint64_t *bits, bool *star, const char **err)
+{
+    *bits = 0;
+    *star = strcmp(s, "*") == 0;
+    const char *p = s;
+    for (;;) {
+        int a, b, step = 1;
+        if (*p == '*') {
+            p++;
+            a = lo;
+            b = hi;
+        } else {
+            a = value(&p, names, nnames, name_base);
+            if (a < 0) goto bad;
+            b = a;
+            if (*p == '-') {
+                p++;
+                b = value(&p, names, nnames, name_base);
+                if (b < 0) goto bad;
+            }
+        }
+        if (*p == '/') {
+            p++;
+            step = value(&p, NULL, 0, 0);
+            if (step <= 0) goto bad;
+            if (a == b && s[0] != '*') b = hi; /* "5/15" means 5-hi/15 */
+        }
+        if (a < lo || b > hi || a > b) {
+            *err = "a value is out of range";
+            return false;
+        }
+        for (int v = a; v <= b; v += step)
+            *bits |= 1ULL << v;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p == '\0') return true;
+        goto bad;
+    }
+bad:
+    *err = "a field is not a number, name, range, list or step";
+    return false;
+}
+
+bool cron_parse(const char *expr, struct cron *out, const char **err)
+{
+    char copy[256];
+    if (!expr || strlen(expr) >= sizeof copy) {
+        *err = "the expression is missing or too long";
+        return false;
+    }
+    strcpy(copy, expr);
+    char *f[6];
+    int n = 0;
+    for (char *tok = strtok(copy, " \t"); tok; tok = strtok(NULL, " \t")) {
+        if (n == 5) {
+            *err = "more than 5 fields (minute hour day-of-month month day-of-week)";
+            return false;
+        }
+        f[n++] = tok;
+    }
+    if (n != 5) {
+        *err = "fewer than 5 fields (minute hour day-of-month month day-of-week)";
+        return false;
+    }
+    memset(out, 0, sizeof *out);
+    uint64_t b;
+    bool star;
+    if (!field(f[0], 0, 59, NULL, 0, 0, &b, &star, err)) return false;
+    out->minute = b;
+    if (!field(f[1], 0, 23, NULL, 0, 0, &b, &star, err)) return false;
+    out->hour = (uint32_t)b;
+    if (!field(f[2], 1, 31, NULL, 0, 0, &b, &out->mday_star, err)) return false;
+    out->mday = (uint32_t)b;
+    if (!field(f[3], 1, 12, months, 12, 1, &b, &star, err)) return false;
+    out->month = (uint16_t)b;
+    if (!field(f[4], 0, 7, days, 7, 0, &b, &out->wday_star, err)) return false;
+    if (b & (1ULL << 7)) b |= 1; /* 7 is Sunday too */
+    out->wday = (uint8_t)(b & 0x7F);
+    return true;
+}
+
+bool cron_matches(const struct cron *c, const struct tm *tm)
+{
+    if (!(c->minute & (1ULL << tm->tm_min))) return false;
+    if (!(c->hour & (1U << tm->tm_hour))) return false;
+    if (!(c->month & (1U << (tm->tm_mon + 1)))) return false;
+    bool md = c->mday & (1U << tm->tm_mday);
+    bool wd = c->wday & (1U << tm->tm_wday);
+    if (c->mday_star || c->wday_star) return md && wd;
+    return md || wd;
+}
+
+time_t cron_latest(const struct cron *c, time_t t, int max_days)
+{
+    t -= t % 60;
+    for (long i = 0; i <= (long)max_days * 24 * 60; i++) {
+        time_t m = t - i * 60;
+        struct tm tm;
+        localtime_r(&m, &tm);
+        if (cron_matches(c, &tm)) return m;
+    }
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* Standard 5-field cron expressions: minute hour day-of-month month day-of-week.
+ * Each field: *, a number, a range a-b, a list a,b,c, and steps "every n" (star-slash-n) or a-b/n;
+ * months and days of week also by name (jan..dec, sun..sat; 0 and 7 are Sunday). As in cron, when
+ * both day fields are restricted a day matches if either does. */
+#ifndef EVENTSINK_CRON_H
+#define EVENTSINK_CRON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct cron {
+    uint64_t minute; /* bit n: minute n */
+    uint32_t hour;
+    uint32_t mday;  /* bits 1..31 */
+    uint16_t month; /* bits 1..12 */
+    uint8_t wday;   /* bits 0..6 */
+    bool mday_star, wday_star;
+};
+
+/* False (with *err, static text) when expr is not a valid expression. */
+bool cron_parse(const char *expr, struct cron *out, const char **err);
+
+/* Does the minute of tm (local time) match? */
+bool cron_matches(const struct cron *c, const struct tm *tm);
+
+/* The latest minute at or before t (local time) that matches, looking back at most
+ * max_days; 0 when there is none. */
+time_t cron_latest(const struct cron *c, time_t t, int max_days);
+
+#endif

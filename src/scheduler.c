@@ -1,0 +1,380 @@
+#include "scheduler.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "json.h"
+#include "jsonv.h"
+#include "log.h"
+#include "metrics.h"
+#include "pgarray.h"
+#include "policy_ctl.h"
+#include "replay_jobs_sql.h"
+#include "replay_worker.h"
+#include "scheduler_sql.h"
+
+#define TICK_MS 1000
+#define LOOKBACK_DAYS 400
+
+static pthread_t thread;
+static bool started;
+static atomic_bool stopping;
+static struct replay_env *env;
+
+/* The schedules in use, with the latest due tick of each (recomputed each minute). */
+static struct policy_schedule *schedules;
+static size_t nschedules;
+static int schedules_version = -1;
+static time_t *latest;
+static time_t computed_minute;
+
+static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+    log_warn("scheduler: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return NULL;
+}
+
+static bool exec(PGconn *c, const char *sql)
+{
+    PGresult *r = q(c, sql, 0, NULL);
+    PQclear(r);
+    return r != NULL;
+}
+
+/* ---- automated DLQ retries ---------------------------------------------------------------- */
+
+static void decide_retries(PGconn *c)
+{
+    if (!exec(c, "BEGIN")) return;
+    PGresult *r = q(c, SQL_DLQ_UNDECIDED, 0, NULL);
+    if (!r || PQntuples(r) == 0) {
+        PQclear(r);
+        exec(c, "ROLLBACK");
+        return;
+    }
+    struct pgarray ids = {0}, secs = {0};
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct dlq_entry_info e = {
+            .id = strtoll(PQgetvalue(r, i, 0), NULL, 10),
+            .reason = PQgetvalue(r, i, 1),
+            .attempts = atoi(PQgetvalue(r, i, 2)),
+            .topic = PQgetvalue(r, i, 3),
+            .tenant_id = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4),
+            .error = PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5),
+        };
+        double s = 0;
+        pgarray_int(&ids, e.id);
+        if (policy_ctl_dlq_retry(env->ctl, &e, &s) == 1) {
+            char t[32];
+            snprintf(t, sizeof t, "%.3f", s);
+            pgarray_cstr(&secs, t);
+        } else {
+            pgarray_str(&secs, NULL, 0);
+            if (e.attempts > 0)
+                log_info("DLQ entry %" PRId64 " (%s): no more automated retries after %d "
+                         "attempt(s); it waits for an operator",
+                         e.id, e.reason, e.attempts);
+        }
+    }
+    PQclear(r);
+    const char *p[] = {pgarray_text(&ids), pgarray_text(&secs)};
+    PGresult *u = q(c, SQL_DLQ_DECIDED, 2, p);
+    PQclear(u);
+    exec(c, u ? "COMMIT" : "ROLLBACK");
+    pgarray_free(&ids);
+    pgarray_free(&secs);
+}
+
+static void start_due_retries(PGconn *c)
+{
+    if (!exec(c, "BEGIN")) return;
+    PGresult *r = q(c, SQL_DLQ_DUE, 0, NULL);
+    if (!r || PQntuples(r) == 0) {
+        PQclear(r);
+        exec(c, "ROLLBACK");
+        return;
+    }
+    struct pgarray ids = {0};
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++)
+        pgarray_int(&ids, strtoll(PQgetvalue(r, i, 0), NULL, 10));
+    PQclear(r);
+    char *tag = policy_ctl_replay_source(env->ctl, "dlq_retry", "automated", NULL, true);
+    const char *pj[] = {
+        "dlq_retry", tag, "automated", "automated DLQ retry", "{\"automatic\":true}",
+        "pending",   "0"};
+    PGresult *job = q(c, SQL_JOB_CREATE, 7, pj);
+    bool ok = false;
+    if (job) {
+        const char *pi[] = {PQgetvalue(job, 0, 0), pgarray_text(&ids)};
+        PGresult *items = q(c, SQL_DLQ_DUE_ITEMS, 2, pi);
+        ok = items != NULL;
+        if (ok)
+            log_info("automated DLQ retry: job %s for %d entr%s (source %s)", PQgetvalue(job, 0, 0),
+                     n, n == 1 ? "y" : "ies", tag);
+        PQclear(items);
+        PQclear(job);
+    }
+    exec(c, ok ? "COMMIT" : "ROLLBACK");
+    if (ok) replay_worker_wake();
+    free(tag);
+    pgarray_free(&ids);
+}
+
+/* ---- schedules ---------------------------------------------------------------------------- */
+
+/* "24h", "30m", "90s", "7d" or a number of seconds; 0 when absent or invalid. */
+static long window_seconds(const struct jsonv *v)
+{
+    if (!v) return 0;
+    if (v->type == JV_NUMBER) return v->num > 0 ? (long)v->num : 0;
+    if (v->type != JV_STRING || v->len == 0) return 0;
+    char *end;
+    long n = strtol(v->str, &end, 10);
+    if (n <= 0) return 0;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+    case 's':
+        return n;
+    case 'm':
+        return n * 60;
+    case 'h':
+        return n * 3600;
+    case 'd':
+        return n * 86400;
+    default:
+        return 0;
+    }
+}
+
+static const char *jstr(const struct jsonv *params, const char *key)
+{
+    const struct jsonv *v = jsonv_get(params, key);
+    return v && v->type == JV_STRING ? v->str : NULL;
+}
+
+static void iso(time_t t, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Creates the schedule's job inside the caller's transaction. Returns the job id, 0 on an
+ * error, -1 when the replay_guard policy refused the run. */
+static int64_t schedule_job(PGconn *c, const struct policy_schedule *s, time_t tick)
+{
+    const char *perr = NULL;
+    size_t at = 0;
+    struct jsonv *params = jsonv_parse(s->params_json, strlen(s->params_json), &perr, &at);
+    if (!params) return 0;
+    long window = window_seconds(jsonv_get(params, "window"));
+    const struct jsonv *oo = jsonv_get(params, "only_original");
+    bool only_original = !(oo && oo->type == JV_BOOL && !oo->b);
+    const struct jsonv *rv = jsonv_get(params, "rate_per_s");
+    long rate = env->cfg->replay.rate_per_s;
+    if (rv && rv->type == JV_NUMBER && rv->num >= 1 && rv->num < (double)rate) rate = (long)rv->num;
+    char start[32], end[32];
+    iso(tick - (window ? window : 86400), start);
+    iso(tick, end);
+
+    struct buf jp = {0};
+    buf_puts(&jp, "{\"schedule\":");
+    json_write_cstr(&jp, s->name);
+    buf_puts(&jp, ",\"cron\":");
+    json_write_cstr(&jp, s->cron_text);
+    buf_puts(&jp, ",\"action\":");
+    json_write_cstr(&jp, s->action);
+    struct buf reason = {0};
+    buf_printf(&reason, "schedule %s (%s) at %s", s->name, s->cron_text, end);
+    double defer = 0;
+    char *why = NULL;
+    int g = policy_ctl_replay_guard(env->ctl, "scheduled", s->name, reason.data, true, -1, &defer,
+                                    &why);
+    if (g == GUARD_REFUSE) {
+        log_info("schedule %s: the run at %s was refused by the replay_guard policy: %s", s->name,
+                 end, why ? why : "refused");
+        free(why);
+        buf_free(&reason);
+        buf_free(&jp);
+        jsonv_free(params);
+        return -1;
+    }
+    if (g == GUARD_DEFER) buf_printf(&jp, ",\"not_before\":%.0f", (double)time(NULL) + defer);
+    buf_printf(&jp,
+               ",\"tick\":\"%s\",\"start\":\"%s\",\"end\":\"%s\",\"rate_per_s\":%ld,\"params\":%s}",
+               end, start, end, rate, s->params_json);
+    char *tag = policy_ctl_replay_source(env->ctl, "scheduled", s->name, reason.data, true);
+    const char *pj[] = {"scheduled", tag, s->name, reason.data, jp.data, "pending", "0"};
+    PGresult *job = q(c, SQL_JOB_CREATE, 7, pj);
+    int64_t id = 0;
+    if (job) {
+        const char *jid = PQgetvalue(job, 0, 0);
+        PGresult *items;
+        if (strcmp(s->action, "replay_range") == 0) {
+            const char *pr[] = {start,
+                                end,
+                                jstr(params, "topic"),
+                                jstr(params, "tenant"),
+                                only_original ? "true" : "false",
+                                NULL,
+                                jid};
+            items = q(c, SQL_JOB_ITEMS_RANGE, 7, pr);
+        } else {
+            const char *pd[] = {jid, jstr(params, "reason"), jstr(params, "topic"),
+                                jstr(params, "tenant"), window ? start : NULL};
+            items = q(c, SQL_SCHEDULE_DLQ_ITEMS, 5, pd);
+        }
+        if (items) {
+            id = strtoll(jid, NULL, 10);
+            log_info("schedule %s: job %s (%s) with %s event(s), source %s", s->name, jid,
+                     s->action, PQgetvalue(items, 0, 0), tag);
+        }
+        PQclear(items);
+        PQclear(job);
+    }
+    free(tag);
+    buf_free(&reason);
+    buf_free(&jp);
+    jsonv_free(params);
+    return id;
+}
+
+/* Runs the latest due tick of a schedule unless it (or a later one) already ran. Ticks
+ * missed while no instance was up collapse into this one run. A schedule seen for the
+ * first time records its latest tick as a baseline without running it. */
+static void run_schedule(PGconn *c, const struct policy_schedule *s, time_t tick)
+{
+    char tickbuf[24];
+    snprintf(tickbuf, sizeof tickbuf, "%lld", (long long)tick);
+    if (!exec(c, "BEGIN")) return;
+    const char *pl[] = {s->name};
+    PGresult *last = q(c, SQL_SCHEDULE_LAST, 1, pl);
+    if (!last) goto rollback;
+    bool first = PQgetisnull(last, 0, 0);
+    const char *pn[] = {tickbuf, first ? NULL : PQgetvalue(last, 0, 0)};
+    PGresult *isnew = q(c, SQL_TICK_IS_NEW, 2, pn);
+    PQclear(last);
+    if (!isnew) goto rollback;
+    bool fresh = PQgetvalue(isnew, 0, 0)[0] == 't';
+    PQclear(isnew);
+    if (!fresh) goto rollback;
+    const char *pc[] = {s->name, tickbuf, first ? "baseline: first seen, not run" : NULL};
+    PGresult *claim = q(c, SQL_SCHEDULE_CLAIM, 3, pc);
+    if (!claim) goto rollback;
+    bool mine = PQntuples(claim) == 1;
+    PQclear(claim);
+    if (!mine || first) {
+        exec(c, "COMMIT"); /* another instance has it, or only the baseline */
+        if (first)
+            log_info("schedule %s (%s) registered; next run at its next tick", s->name,
+                     s->cron_text);
+        return;
+    }
+    int64_t job = schedule_job(c, s, tick);
+    if (job == 0) goto rollback;
+    if (job < 0) {
+        exec(c, "COMMIT"); /* the tick counts as handled: refused, not missed */
+        return;
+    }
+    char jid[24];
+    snprintf(jid, sizeof jid, "%" PRId64, job);
+    const char *pu[] = {s->name, tickbuf, jid};
+    PQclear(q(c, SQL_SCHEDULE_JOB, 3, pu));
+    if (exec(c, "COMMIT")) replay_worker_wake();
+    return;
+rollback:
+    exec(c, "ROLLBACK");
+}
+
+static void run_schedules(PGconn *c)
+{
+    size_t n;
+    int version;
+    struct policy_schedule *s = policy_ctl_schedules(env->ctl, &n, &version);
+    if (version != schedules_version) {
+        policy_schedules_free(schedules, nschedules);
+        free(latest);
+        schedules = s;
+        nschedules = n;
+        schedules_version = version;
+        latest = xcalloc(n + 1, sizeof *latest);
+        computed_minute = 0;
+    } else {
+        policy_schedules_free(s, n);
+    }
+    time_t now = time(NULL);
+    time_t minute = now - now % 60;
+    if (minute != computed_minute) {
+        for (size_t i = 0; i < nschedules; i++) {
+            struct tm tm;
+            localtime_r(&minute, &tm);
+            if (computed_minute && cron_matches(&schedules[i].cron, &tm))
+                latest[i] = minute;
+            else if (!computed_minute)
+                latest[i] = cron_latest(&schedules[i].cron, now, LOOKBACK_DAYS);
+        }
+        computed_minute = minute;
+    }
+    for (size_t i = 0; i < nschedules && !atomic_load(&stopping); i++)
+        if (latest[i]) run_schedule(c, &schedules[i], latest[i]);
+}
+
+/* ---- the thread --------------------------------------------------------------------------- */
+
+static void *loop(void *arg)
+{
+    (void)arg;
+    PGconn *c = NULL;
+    while (!atomic_load(&stopping)) {
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
+            const char *vals[] = {"eventsink-scheduler", "5", env->cfg->postgres.dsn, NULL};
+            c = PQconnectdbParams(keys, vals, 1);
+        }
+        if (PQstatus(c) == CONNECTION_OK) {
+            decide_retries(c);
+            start_due_retries(c);
+            run_schedules(c);
+        }
+        for (int i = 0; i < TICK_MS / 100 && !atomic_load(&stopping); i++) {
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    PQfinish(c);
+    policy_schedules_free(schedules, nschedules);
+    schedules = NULL;
+    nschedules = 0;
+    free(latest);
+    latest = NULL;
+    return NULL;
+}
+
+void scheduler_start(struct replay_env *e)
+{
+    env = e;
+    atomic_store(&stopping, false);
+    schedules_version = -1;
+    if (pthread_create(&thread, NULL, loop, NULL) == 0) started = true;
+}
+
+void scheduler_stop(void)
+{
+    if (!started) return;
+    atomic_store(&stopping, true);
+    pthread_join(thread, NULL);
+    started = false;
+}
