@@ -7,7 +7,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonl
 LDLIBS  := $(shell pkg-config --libs $(PKGS) openssl) -l:liblua5.4-cjson.so.0 -lpthread -lm
 
 SRC     := $(filter-out src/main.c,$(wildcard src/*.c))
-ASSETS  := $(sort $(wildcard lua/*.lua) $(wildcard sql/*.sql))
+ASSETS  := $(sort $(wildcard lua/*.lua) $(wildcard sql/*.sql) $(wildcard web/*))
 UNIT    := $(wildcard tests/unit/test_*.c)
 
 OBJ      := $(SRC:src/%.c=build/obj/%.o) build/obj/assets_gen.o

@@ -259,7 +259,8 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
     static __thread char scratch[512];
     const struct http_route *hit = NULL;
     const char *allow = NULL;
-    const struct http_route *tables[] = {api_routes, api_replay_routes, api_webhook_routes};
+    const struct http_route *tables[] = {api_routes, api_replay_routes, api_webhook_routes,
+                                         api_status_routes};
     for (size_t t = 0; t < sizeof tables / sizeof tables[0] && !hit; t++)
         for (const struct http_route *r = tables[t]; r->pattern; r++) {
             const char *args[2] = {NULL, NULL};

@@ -84,6 +84,7 @@ PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const 
 /* The route tables (api_routes.c, api_replay.c). */
 extern const struct http_route api_replay_routes[];
 extern const struct http_route api_webhook_routes[];
+extern const struct http_route api_status_routes[];
 extern const struct http_route api_routes[];
 
 #endif
