@@ -14,7 +14,7 @@ OBJ      := $(SRC:src/%.c=build/obj/%.o) build/obj/assets_gen.o
 ASAN_OBJ := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/assets_gen.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all asan test unit e2e bench demo deps format format-check clean
+.PHONY: all asan test unit e2e fuzz bench demo deps format format-check clean
 all: build/eventsink
 
 deps:
@@ -46,10 +46,35 @@ asan: build/asan/eventsink
 # unit tests (cmocka), built and run under ASan+UBSan
 build/asan/unit/%: tests/unit/%.c $(ASAN_OBJ)
 	@mkdir -p $(@D)
-	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
+	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -Wno-deprecated-declarations -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
 unit: $(UNIT:tests/unit/%.c=build/asan/unit/%)
 	@failed=0; for t in $^; do echo "== $$t"; $$t || failed=$$((failed + 1)); done; \
 	 if [ $$failed -ne 0 ]; then echo "unit: $$failed test program(s) failed"; exit 1; fi
+
+# fuzzing (libFuzzer, clang): each target runs FUZZ_SECONDS on its seed corpus
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -std=gnu11 -D_GNU_SOURCE -Isrc -Ibuild/gen $(shell pkg-config --cflags $(PKGS) openssl)
+FUZZ_OBJ := $(SRC:src/%.c=build/fuzz/obj/%.o) build/fuzz/obj/assets_gen.o
+build/fuzz/obj/assets_gen.o: build/gen/assets_gen.c
+	@mkdir -p $(@D)
+	@echo "  CC    $< (fuzz)"; clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	@echo "  CC    $< (fuzz)"; clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ)
+	@echo "  LD    $@"; clang $(FUZZ_FLAGS) -fsanitize=fuzzer -Wno-deprecated-declarations \
+	    -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+fuzz: $(FUZZ_TARGETS:%=build/fuzz/%)
+	@failed=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t build/fuzz/crashes/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/crashes/$$t/ build/fuzz/corpus/$$t tests/fuzz/corpus/$$t \
+	    2>build/fuzz/$$t.log || { failed=$$((failed + 1)); tail -40 build/fuzz/$$t.log; }; \
+	  grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" build/fuzz/$$t.log | tr '\n' ' '; echo; \
+	done; if [ $$failed -ne 0 ]; then echo "fuzz: $$failed target(s) found a crash (see build/fuzz/crashes)"; exit 1; fi
 
 test:
 	@scripts/install-deps.sh

@@ -9,6 +9,7 @@ PKGS=(
   postgresql postgresql-client
   libcmocka-dev
   kcat curl jq python3
+  prometheus chromium
   default-jre-headless maven
 )
 

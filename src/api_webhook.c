@@ -8,84 +8,42 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
-
 #include "api_replay.h"
 #include "http.h"
 #include "log.h"
-
-#define SIGNATURE_PREFIX "sha256="
+#include "webhook_sig.h"
 
 #define SQL_WEBHOOK_SEEN                                                                           \
     "INSERT INTO webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING"                \
     " RETURNING 1"
 #define SQL_WEBHOOK_FORGET "DELETE FROM webhook_signatures WHERE signature = $1"
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Verifies the signature in constant time. False with a 401 answer. */
+/* Verifies the signature; false with a 401 answer. */
 static bool verify(struct http_req *rq, struct http_resp *rs, const char *secret, char *sig_hex)
 {
-    const char *ts = http_header(rq, "X-Eventsink-Timestamp");
-    const char *sig = http_header(rq, "X-Eventsink-Signature");
-    if (!ts || !sig) {
+    long long skew = 0;
+    switch (webhook_sig_verify(
+        secret, http_header(rq, "X-Eventsink-Timestamp"), http_header(rq, "X-Eventsink-Signature"),
+        rq->body.data, rq->body.len, rq->cfg->webhooks.tolerance_s, time(NULL), &skew, sig_hex)) {
+    case WEBHOOK_SIG_OK:
+        return true;
+    case WEBHOOK_SIG_MISSING:
         http_error(rs, 401, "unauthorized",
                    "X-Eventsink-Timestamp and X-Eventsink-Signature are required");
         return false;
-    }
-    char *end;
-    long long t = strtoll(ts, &end, 10);
-    if (!*ts || *end || t <= 0) {
+    case WEBHOOK_SIG_BAD_TIME:
         http_error(rs, 401, "unauthorized", "X-Eventsink-Timestamp must be unix seconds");
         return false;
-    }
-    long long skew = (long long)time(NULL) - t;
-    if (skew < 0) skew = -skew;
-    if (skew > rq->cfg->webhooks.tolerance_s) {
+    case WEBHOOK_SIG_STALE:
         http_error(rs, 401, "unauthorized",
                    "the timestamp is %lld s away from now, over webhooks.tolerance_s (%ld)", skew,
                    rq->cfg->webhooks.tolerance_s);
         return false;
-    }
-    unsigned char given[32];
-    size_t plen = strlen(SIGNATURE_PREFIX);
-    bool well_formed = strncmp(sig, SIGNATURE_PREFIX, plen) == 0 && strlen(sig) == plen + 64;
-    for (size_t i = 0; well_formed && i < 32; i++) {
-        int a = hexval(sig[plen + 2 * i]), b = hexval(sig[plen + 2 * i + 1]);
-        if (a < 0 || b < 0) well_formed = false;
-        given[i] = (unsigned char)(a * 16 + b);
-    }
-    /* HMAC-SHA256(secret, timestamp + "." + body) */
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    size_t maclen = 0;
-    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    if (!ctx || !EVP_MAC_init(ctx, (const unsigned char *)secret, strlen(secret), params) ||
-        !EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) ||
-        !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
-        !EVP_MAC_update(ctx, (const unsigned char *)(rq->body.data ? rq->body.data : ""),
-                        rq->body.len) ||
-        !EVP_MAC_final(ctx, mac, &maclen, sizeof mac))
-        maclen = 0;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(hmac);
-    if (!well_formed || maclen != 32 || CRYPTO_memcmp(mac, given, 32) != 0) {
+    case WEBHOOK_SIG_MISMATCH:
+    default:
         http_error(rs, 401, "unauthorized", "the signature does not match");
         return false;
     }
-    for (int i = 0; i < 32; i++)
-        snprintf(sig_hex + 2 * i, 3, "%02x", mac[i]);
-    return true;
 }
 
 static void h_webhook(struct http_req *rq, struct http_resp *rs)

@@ -21,6 +21,7 @@ static struct lua_host_limits limits_of(const struct config *cfg)
     struct lua_host_limits lim = {
         .max_memory_bytes = (size_t)cfg->sandbox.max_memory_bytes,
         .max_instructions = cfg->sandbox.max_instructions,
+        .max_call_ms = cfg->sandbox.max_call_ms,
     };
     return lim;
 }

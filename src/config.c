@@ -81,6 +81,7 @@ static const struct opt log_opts[] = {
 static const struct opt sandbox_opts[] = {
     INT("max_instructions", sandbox.max_instructions, 1000000, 1000, 1000000000L),
     INT("max_memory_bytes", sandbox.max_memory_bytes, 64L << 20, 1L << 20, 4096L << 20),
+    INT("max_call_ms", sandbox.max_call_ms, 2000, 10, 600000),
     END,
 };
 static const struct opt scheduler_opts[] = {

@@ -73,6 +73,7 @@ struct config {
     struct {
         long max_instructions;
         long max_memory_bytes;
+        long max_call_ms;
     } sandbox;
     struct {
         char *timezone; /* of the policies' cron schedules */

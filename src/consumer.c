@@ -217,7 +217,16 @@ void consumer_close(struct consumer *c, int timeout_ms)
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
             if (rd_kafka_consumer_closed(c->rk)) break;
-            rd_kafka_queue_poll_callback(q, 100); /* serves the revoke callback */
+            /* the event interface: messages fetched ahead are handed back as events and
+             * dropped (they are not committed, so Kafka delivers them again); serving
+             * them through the callback interface trips an assertion in librdkafka */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev) {
+                if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                    rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                                 rd_kafka_event_topic_partition_list(ev), c);
+                rd_kafka_event_destroy(ev);
+            }
             clock_gettime(CLOCK_MONOTONIC, &t);
             long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
             if (ms >= timeout_ms) {

@@ -185,9 +185,8 @@ void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql,
 
 /* ---- routing ----------------------------------------------------------------------------- */
 
-/* Matches path against pattern; fills args (pointers into scratch) on success. */
-static bool match(const char *pattern, const char *path, char *scratch, size_t scratch_len,
-                  const char **args)
+bool http_match_route(const char *pattern, const char *path, char *scratch, size_t scratch_len,
+                      const char **args)
 {
     int nargs = 0;
     size_t used = 0;
@@ -264,7 +263,7 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
     for (size_t t = 0; t < sizeof tables / sizeof tables[0] && !hit; t++)
         for (const struct http_route *r = tables[t]; r->pattern; r++) {
             const char *args[2] = {NULL, NULL};
-            if (!match(r->pattern, rq->path, scratch, sizeof scratch, args)) continue;
+            if (!http_match_route(r->pattern, rq->path, scratch, sizeof scratch, args)) continue;
             if (strcmp(r->method, rq->method) != 0 &&
                 !(strcmp(r->method, "GET") == 0 && strcmp(rq->method, "HEAD") == 0)) {
                 allow = r->method;

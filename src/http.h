@@ -54,6 +54,11 @@ struct http_route {
 struct http_server *http_start(const struct config *cfg, struct replay_env *env, char **err);
 void http_stop(struct http_server *s);
 
+/* Matches a path against a route pattern; on success the {x} parts are copied into
+ * scratch and args points at them (at most 2). */
+bool http_match_route(const char *pattern, const char *path, char *scratch, size_t scratch_len,
+                      const char **args);
+
 /* Helpers for handlers. */
 const char *http_query(struct http_req *rq, const char *name); /* NULL when absent */
 const char *http_header(struct http_req *rq, const char *name);

@@ -14,15 +14,6 @@ struct rd {
     size_t err_at;
 };
 
-static bool fail(struct rd *r, const char *msg)
-{
-    if (!r->err) {
-        r->err = msg;
-        r->err_at = (size_t)(r->p - r->start);
-    }
-    return false;
-}
-
 static void ws(struct rd *r)
 {
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
@@ -191,9 +182,9 @@ static bool value(struct rd *r, struct jsonv *v)
         const char *s = r->p;
         while (r->p < r->end && strchr("+-0123456789.eE", *r->p))
             r->p++;
-        char tmp[64];
         size_t n = (size_t)(r->p - s);
-        if (n >= sizeof tmp) return fail(r, "number too long");
+        char small[64];
+        char *tmp = n < sizeof small ? small : xmalloc(n + 1); /* long numbers are valid JSON */
         memcpy(tmp, s, n);
         tmp[n] = '\0';
         v->num = strtod(tmp, NULL);
@@ -203,6 +194,7 @@ static bool value(struct rd *r, struct jsonv *v)
             v->is_int = errno == 0;
             v->i = ll;
         }
+        if (tmp != small) free(tmp);
         return true;
     }
     }

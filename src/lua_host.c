@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -16,15 +17,19 @@
 int luaopen_cjson(lua_State *L);
 
 #define HOOK_STEP 1000 /* instructions between two budget checks */
+#define PATTERN_MAX_STEPS 1000000L
 
 struct lua_host {
     lua_State *L;
     struct lua_host_limits limits;
     enum lua_host_env env;
     size_t mem_used;
-    long instructions; /* counted in the current call */
-    bool tripped;      /* the budget ran out in the current call: keep raising */
-    bool mem_refused;  /* an allocation was refused in the current call */
+    long instructions;        /* counted in the current call */
+    struct timespec deadline; /* of the current call, when limits.max_call_ms is set */
+    bool timed_out;
+    const char *trip_reason; /* set by lua_host_trip() */
+    bool tripped;     /* the budget ran out in the current call: keep raising */
+    bool mem_refused; /* an allocation was refused in the current call */
 };
 
 static struct lua_host *host_of(lua_State *L)
@@ -56,6 +61,17 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     h->mem_used = h->mem_used - osize + nsize;
     return p;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+void lua_host_trip(lua_State *L, const char *why)
+{
+    struct lua_host *h = host_of(L);
+    if (!h->limits.max_instructions && !h->limits.max_call_ms) return;
+    h->tripped = true;
+    if (!h->trip_reason) h->trip_reason = why;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar)
@@ -93,10 +109,22 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     lua_insert(L, base);
     h->instructions = 0;
     h->tripped = false;
+    h->timed_out = false;
+    h->trip_reason = NULL;
     h->mem_refused = false;
-    if (h->limits.max_instructions) lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (h->limits.max_call_ms) {
+        clock_gettime(CLOCK_MONOTONIC, &h->deadline);
+        h->deadline.tv_sec += h->limits.max_call_ms / 1000;
+        h->deadline.tv_nsec += (h->limits.max_call_ms % 1000) * 1000000L;
+        if (h->deadline.tv_nsec >= 1000000000L) {
+            h->deadline.tv_sec++;
+            h->deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    bool hooked = h->limits.max_instructions || h->limits.max_call_ms;
+    if (hooked) lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
     int rc = lua_pcall(L, nargs, nresults, base);
-    if (h->limits.max_instructions) lua_sethook(L, NULL, 0, 0);
+    if (hooked) lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);
     if (rc == LUA_OK && h->tripped) {
         /* the budget ran out inside a coroutine that the script resumed and abandoned:
@@ -108,7 +136,11 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     if (rc == LUA_OK) return true;
 
     struct buf msg = {0};
-    if (h->tripped) {
+    if (h->timed_out) {
+        buf_printf(&msg, "time limit exceeded (%ld ms)", h->limits.max_call_ms);
+    } else if (h->trip_reason) {
+        buf_printf(&msg, "%s", h->trip_reason);
+    } else if (h->tripped) {
         buf_printf(&msg, "instruction budget exceeded (%ld instructions)",
                    h->limits.max_instructions);
     } else if (rc == LUA_ERRMEM) {
@@ -243,10 +275,15 @@ static int setup_env(lua_State *L)
     }
     /* string.find/match/gmatch/gsub backtrack in C, where the instruction hook never
      * fires: replace them with copies that stop after a number of steps per call. The
-     * limit is the instruction budget (default 1,000,000; a step costs about what an
-     * instruction does, a few ns), so one pattern call can take no longer than a whole
-     * hook may run; a host without an instruction budget has no step limit either. */
-    lua_patterns_install(L, h->limits.max_instructions);
+     * limit is the instruction budget (default 1,000,000): a step costs a few times what
+     * an instruction does (5-10 ns), so one pattern call stops within about 10 ms; a host
+     * without an instruction budget has no step limit either. */
+    /* pattern steps per call: as many as Lua instructions, at most PATTERN_MAX_STEPS (about
+     * 10 ms of matching), so that a budget raised for long Lua code does not let one
+     * match run for seconds */
+    long steps = h->limits.max_instructions;
+    if (steps > PATTERN_MAX_STEPS || (!steps && h->limits.max_call_ms)) steps = PATTERN_MAX_STEPS;
+    lua_patterns_install(L, steps);
     /* base: no file access, no binary chunks, no collector control */
     static const char *const removed[] = {"dofile", "loadfile", "collectgarbage", NULL};
     for (const char *const *r = removed; *r; r++) {

@@ -15,6 +15,9 @@
 struct lua_host_limits {
     size_t max_memory_bytes; /* cap on everything the state allocates; 0 = no cap */
     long max_instructions;   /* per lua_host_pcall(); 0 = no budget */
+    long max_call_ms;        /* wall-clock limit per lua_host_pcall(), checked with the
+                                budget (so it catches time spent in C functions between
+                                two checks); 0 = none */
 };
 
 enum lua_host_env {
@@ -40,6 +43,11 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err);
  * Returns false and sets *err (malloc'd) on a syntax error. */
 bool lua_host_load(struct lua_host *h, const char *src, size_t len, const char *chunkname,
                    char **err);
+
+/* Called by C functions of the sandbox (pattern matching) that stopped on a limit of
+ * their own: the rest of the current call fails too, with `why` as its error, even if the
+ * script catches the first error. No effect on a host without limits. */
+void lua_host_trip(lua_State *L, const char *why);
 
 /* Bytes the state holds now, and the number of calls stopped by each limit. */
 size_t lua_host_memory(const struct lua_host *h);

@@ -6,11 +6,13 @@
  * original, with ONE change: a step counter. Every function that loops over the subject or
  * the pattern adds to MatchState.steps through 'addsteps', which raises
  *     "pattern matching budget exceeded (N steps)"
- * once the count passes MatchState.maxsteps. Lines belonging to that change are marked
- * "[step]". Nothing else differs in behaviour from Lua 5.4.4 (the version of the
- * liblua5.4 that the service links): the same captures, position captures, %b, %f,
- * anchors, init and plain arguments of find, gsub replacements (string, table, function)
- * and maximum count, gmatch with an init argument, and the same error messages.
+ * once the count passes MatchState.maxsteps. The lines of that change are marked "[step]".
+ * They include a reset of a gmatch iterator's recursion counter at each call: a budget
+ * error can leave the iterator in the middle of a deep match (stock Lua leaves the counter
+ * low after any error there). Nothing else differs in behaviour from Lua 5.4.4, the
+ * version of the liblua5.4 that the service links: the same captures, position captures,
+ * %b, %f, anchors, init and plain arguments of find, gsub replacements (string, table,
+ * function) and maximum count, gmatch with an init argument, and the same error messages.
  * lua_patterns_install (at the end, not from Lua) puts these functions in the string table.
  *
  * The original's copyright and licence (MIT), which covers this copy:
@@ -41,6 +43,7 @@
 /* clang-format off */
 
 #include "lua_patterns.h"
+#include "lua_host.h"
 
 #include <ctype.h>
 #include <limits.h>
@@ -133,6 +136,9 @@ typedef struct MatchState {
 #define STEP_CLASSBYTES	8
 
 static void stepsexceeded (MatchState *ms) {  /* [step] */
+  /* the whole policy call fails, not only this match: a script that catches the error
+  ** and tries again would otherwise spend a full budget per attempt */
+  lua_host_trip(ms->L, "pattern matching budget exceeded");
   luaL_error(ms->L, "pattern matching budget exceeded (%I steps)",
                     (LUAI_UACINT)ms->maxsteps);
 }
@@ -253,7 +259,7 @@ static int singlematch (MatchState *ms, const char *s, const char *p,
       case '.': return 1;  /* matches any char */
       case L_ESC: return match_class(c, uchar(*(p+1)));
       case '[': {
-        /*X*/
+        addsteps(ms, (ep - p) / STEP_CLASSBYTES);  /* [step] */
         return matchbracketclass(c, p, ep-1);
       }
       default:  return (uchar(*p) == c);

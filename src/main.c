@@ -36,7 +36,7 @@ static void on_signal(int sig)
     if (sig == SIGHUP)
         reload_request_from_signal();
     else
-        pipeline_stop_requested = 1;
+        pipeline_stop_requested = sig; /* the loop logs which signal it was */
 }
 
 static void install_signals(void)

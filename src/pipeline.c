@@ -1,6 +1,7 @@
 #include "pipeline.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,6 +362,7 @@ static struct lua_host_limits policy_limits(const struct config *cfg)
     struct lua_host_limits lim = {
         .max_memory_bytes = (size_t)cfg->sandbox.max_memory_bytes,
         .max_instructions = cfg->sandbox.max_instructions,
+        .max_call_ms = cfg->sandbox.max_call_ms,
     };
     return lim;
 }
@@ -519,7 +521,8 @@ int pipeline_run(struct config *cfg)
                      now_ms() - p->started_ms >= cfg->batch.max_wait_ms))
             flush(p, 0, true);
     }
-    log_info("stopping: writing the batch in flight and committing");
+    log_info("stopping on %s: writing the batch in flight and committing",
+             pipeline_stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
     int64_t stop_started = now_ms();
     flush(p, stop_started + SHUTDOWN_FLUSH_MS, true);
     int64_t left = stop_started + SHUTDOWN_TOTAL_MS - now_ms();

@@ -73,7 +73,9 @@ static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
     PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
-    log_warn("replay worker: %s", PQresultErrorMessage(r));
+    const char *m = PQresultErrorMessage(r);
+    if (!m || !*m) m = PQerrorMessage(c);
+    log_warn("replay worker: %s", m && *m ? m : "PostgreSQL did not answer");
     PQclear(r);
     return NULL;
 }

@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_ROOT = REPO / ".test"
+TEST_ROOT = Path(os.environ.get("E2E_TEST_ROOT", str(REPO / ".test")))  # where pg/ and kafka/ live
 PG_SH = REPO / "scripts" / "pg.sh"
 BROKER_SH = REPO / "tests" / "kafka" / "broker.sh"
 DEFAULT_POLICY = REPO / "policies" / "default.lua"

@@ -487,6 +487,41 @@ def test_sigterm_mid_batch_finishes_the_batch_and_commits_it(kafka, db, topic, s
     assert s.terminate() == 0
 
 
+def test_sigint_stops_like_sigterm(kafka, db, topic, sink):
+    s = sink(topics=[topic], dsn=db)
+    produced = kafka.produce(topic, event_records(event_stream(200, seed=71)))
+    wait_rows(db, JOURNAL_COUNT, 200, timeout=120, sinks=[s])
+    s.signal(signal.SIGINT)
+    assert s.terminate() == 0  # already stopping; this only waits
+    assert committed_vs_stored(kafka, db, sink.group_id, topic) == 200
+    assert_exactly_once(db, topic, produced)
+
+
+def test_json_log_format(kafka, db, topic, sink):
+    s = sink(topics=[topic], dsn=db, overrides={"log": {"level": "info", "format": "json"}})
+    ev = make_event(1, tenant="acme", event_type="lead.created")
+    (pos,) = kafka.produce(topic, event_records([ev]))
+    o = _wait_journal_row(db, topic, pos, s)
+    replay = dict(ev, _replayed_from_event_id=o["id"], _replay_source="operator_api",
+                  _replay_job_id=7)
+    (rpos,) = kafka.produce(topic, [("k", json.dumps(replay).encode(), None, None)])
+    _wait_journal_row(db, topic, rpos, s)
+    s.wait_log(r"Persisted REPLAYED", timeout=30)
+    assert s.terminate() == 0
+    objs = []
+    for line in s.log_text().splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)  # every line is one JSON object
+        assert isinstance(obj, dict), line
+        objs.append(obj)
+    texts = [json.dumps(o) for o in objs]
+    assert any("Persisted lead.created for tenant acme" in t for t in texts), texts
+    assert any(f"Persisted REPLAYED lead.created for tenant acme (from event {o['id']})" in t
+               for t in texts), texts
+    assert any("started: consuming" in t for t in texts)
+
+
 # --------------------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------------------
@@ -516,6 +551,26 @@ def test_check_accepts_a_good_configuration(sink_factory_offline):
     conf = offline_conf(sink_factory_offline)
     r = run_cli("check", "-c", str(conf))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_defaults_to_sink_conf_lua_and_resolves_relative_paths(sink_factory_offline,
+                                                                     tmp_path):
+    conf = offline_conf(sink_factory_offline)  # .../sink/sink.conf.lua
+    (conf.parent / "pol").mkdir()
+    (conf.parent / "pol" / "mine.lua").write_text(HEADER_TENANT_POLICY)
+    text = conf.read_text().replace("return c\n", 'c.policies = { "pol/mine.lua" }\nreturn c\n')
+    conf.write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # -c with a relative policy path, run from another folder
+    r = run_cli("check", "-c", str(conf), cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # no -c: ./sink.conf.lua
+    r = run_cli("check", cwd=conf.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # no -c and no ./sink.conf.lua: a configuration error
+    r = run_cli("check", cwd=elsewhere)
+    assert r.returncode == 2, r.stdout + r.stderr
 
 
 def test_check_names_unknown_keys_and_exits_2(sink_factory_offline):

@@ -400,6 +400,33 @@ static void test_memory_cap_covers_json_encode(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* The wall-clock limit catches what the instruction budget cannot see: time spent inside
+ * C functions, here a pcall loop over pattern calls that each stop at their own step
+ * budget. */
+static void test_time_limit(void **state)
+{
+    (void)state;
+    struct lua_host_limits lim = {
+        .max_memory_bytes = MEMCAP, .max_instructions = 1000000000L, .max_call_ms = 200};
+    char *err = NULL;
+    struct lua_host *h = lua_host_create(&lim, LUA_HOST_POLICY, &err);
+    assert_non_null(h);
+    const char *src = "local s = string.rep('a', 200000)\n"
+                      "for i = 1, 1e9 do pcall(string.find, s, '.-.-b') end\n"
+                      "return 'escaped'";
+    assert_true(lua_host_load(h, src, strlen(src), "=test", &err));
+    assert_false(lua_host_pcall(h, 0, 1, &err));
+    assert_non_null(strstr(err, "time limit exceeded"));
+    free(err);
+    /* usable afterwards, with the time of the next call counted afresh */
+    const char *ok = "return 1 + 1";
+    assert_true(lua_host_load(h, ok, strlen(ok), "=ok", &err));
+    assert_true(lua_host_pcall(h, 0, 1, &err));
+    assert_int_equal(lua_tointeger(lua_host_state(h), -1), 2);
+    lua_pop(lua_host_state(h), 1);
+    lua_host_destroy(h);
+}
+
 static void test_error_messages(void **state)
 {
     (void)state;
@@ -520,6 +547,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_memory_error_caught_then_other_error,
                                         setup_policy_host, teardown_host),
         cmocka_unit_test(test_memory_cap_covers_json_encode),
+        cmocka_unit_test(test_time_limit),
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_pcall_with_arguments),
         cmocka_unit_test(test_sink_api),
