@@ -27,7 +27,8 @@ struct lua_host {
     long instructions;        /* counted in the current call */
     struct timespec deadline; /* of the current call, when limits.max_call_ms is set */
     bool timed_out;
-    const char *trip_reason; /* set by lua_host_trip() */
+    const char *trip_reason; /* set by lua_host_trip(): points into trip_msg */
+    char trip_msg[160];
     bool tripped;     /* the budget ran out in the current call: keep raising */
     bool mem_refused; /* an allocation was refused in the current call */
 };
@@ -65,20 +66,39 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
+static bool past_deadline(struct lua_host *h)
+{
+    if (!h->limits.max_call_ms) return false;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > h->deadline.tv_sec ||
+           (now.tv_sec == h->deadline.tv_sec && now.tv_nsec > h->deadline.tv_nsec);
+}
+
 void lua_host_trip(lua_State *L, const char *why)
 {
-    struct lua_host *h = host_of(L);
+    void *ud = NULL;
+    if (lua_getallocf(L, &ud) != host_alloc || !ud) return; /* not one of ours */
+    struct lua_host *h = ud;
     if (!h->limits.max_instructions && !h->limits.max_call_ms) return;
     h->tripped = true;
-    if (!h->trip_reason) h->trip_reason = why;
+    if (!h->trip_reason) {
+        snprintf(h->trip_msg, sizeof h->trip_msg, "%s", why);
+        h->trip_reason = h->trip_msg;
+    }
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
 }
 
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     struct lua_host *h = host_of(L);
-    h->instructions += HOOK_STEP;
+    /* count events: HOOK_STEP instructions; call events (with a time limit): the clock is
+     * read before every function, C functions included, which are invisible to the count */
+    if (ar->event == LUA_HOOKCOUNT) h->instructions += HOOK_STEP;
+    if (!h->tripped && past_deadline(h)) {
+        h->tripped = true;
+        h->timed_out = true;
+    }
     if (h->tripped ||
         (h->limits.max_instructions && h->instructions > h->limits.max_instructions)) {
         /* fire on every instruction from now on, so a pcall inside the script cannot
@@ -122,7 +142,9 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
         }
     }
     bool hooked = h->limits.max_instructions || h->limits.max_call_ms;
-    if (hooked) lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (hooked)
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT | (h->limits.max_call_ms ? LUA_MASKCALL : 0),
+                    HOOK_STEP);
     int rc = lua_pcall(L, nargs, nresults, base);
     if (hooked) lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);

@@ -138,7 +138,10 @@ typedef struct MatchState {
 static void stepsexceeded (MatchState *ms) {  /* [step] */
   /* the whole policy call fails, not only this match: a script that catches the error
   ** and tries again would otherwise spend a full budget per attempt */
-  lua_host_trip(ms->L, "pattern matching budget exceeded");
+  const char *msg = lua_pushfstring(ms->L, "pattern matching budget exceeded (%I steps)",
+                                    (LUAI_UACINT)ms->maxsteps);
+  lua_host_trip(ms->L, msg);  /* copies msg */
+  lua_pop(ms->L, 1);
   luaL_error(ms->L, "pattern matching budget exceeded (%I steps)",
                     (LUAI_UACINT)ms->maxsteps);
 }

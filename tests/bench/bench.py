@@ -43,6 +43,7 @@ TOPIC = "bench.events"
 LAT_TOPIC = "bench.latency"
 INFO_TOPIC = "bench.info"
 PARTITIONS = 12
+ALL_PHASES = "copy,latency,replay,levels,policy"
 
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"]
 TYPES = ["lead.created", "lead.created", "lead.updated", "lead.updated", "lead.updated",
@@ -1025,24 +1026,24 @@ class Bench:
         c["tenants"], c["event_types"] = tenants
         return c
 
-    def info_phase(self):
+    def level_run(self, level):
+        """BENCH_INFO_EVENTS events of bench.info into a fresh database, one instance."""
         ni = self.o["info_events"]
+        db, group = f"eventsink_cmp_{level}", f"bench-cmp-{level}"
         adm = pg_connect(self.o["pg_port"], dbname="postgres")
-        adm.execute("DROP DATABASE IF EXISTS eventsink_info")
-        adm.execute("CREATE DATABASE eventsink_info OWNER eventsink")
+        adm.execute(f"DROP DATABASE IF EXISTS {db}")
+        adm.execute(f"CREATE DATABASE {db} OWNER eventsink")
         adm.close()
-        log(f"log.level=info run: {ni:,} events of {INFO_TOPIC} into database eventsink_info")
-        t_start = time.time()
-        self.start_services("info", 1, dbname="eventsink_info", group="bench-info",
-                            topics=[INFO_TOPIC], level="info", batch=self.o["batch"],
-                            max_wait_ms=self.o["max_wait_ms"])
-        pid = self.services[0].pid
-        c0 = proc_cpu_s(pid) or 0.0
-        self.wait_consumed(f"consuming {ni:,} events ({INFO_TOPIC}, log.level=info)",
-                           "bench-info", INFO_TOPIC, self.info_ends,
+        log(f"log.level={level} run: {ni:,} events of {INFO_TOPIC} into database {db}")
+        self.start_services(f"cmp-{level}", 1, dbname=db, group=group, topics=[INFO_TOPIC],
+                            level=level, batch=self.o["batch"], max_wait_ms=self.o["max_wait_ms"])
+        svc = self.services[0]
+        c0 = proc_cpu_s(svc.pid) or 0.0
+        self.wait_consumed(f"consuming {ni:,} events ({INFO_TOPIC}, log.level={level})",
+                           group, INFO_TOPIC, self.info_ends,
                            timeout=self.o["timeout_base"] + ni / self.o["min_rate"])
-        c1 = proc_cpu_s(pid) or 0.0
-        conn = pg_connect(self.o["pg_port"], dbname="eventsink_info")
+        c1 = proc_cpu_s(svc.pid) or 0.0
+        conn = pg_connect(self.o["pg_port"], dbname=db)
         try:
             rows, first, last, txns, first_rows = self.commit_span(conn, INFO_TOPIC)
         finally:
@@ -1050,22 +1051,27 @@ class Bench:
         stop = self.stop_services()
         span = (last - first).total_seconds()
         rate = (rows - first_rows) / span if span > 0 else float("nan")
-        with open(self.services_log_info(), errors="replace") as f:
+        with open(svc.logpath, errors="replace") as f:
             persisted = sum(1 for line in f if "Persisted " in line)
-        self.results["figures"]["throughput_info_log"] = {
-            "events": rows, "events_per_s": round(rate, 1), "commit_span_s": round(span, 3),
-            "service_cpu_s": round(c1 - c0, 2),
-            "cpu_s_per_million_events": round((c1 - c0) / rows * 1e6, 2),
-            "persisted_log_lines": persisted, "log_to": "a file (stderr redirected)",
-            "stop": stop,
-        }
-        log(f"  log.level=info: {rate:,.0f} events/s over {rows:,} events "
-            f"({persisted:,} 'Persisted' lines)")
         if rows != ni:
-            self.results["errors"].append(f"info run: {rows} rows for {ni} events")
+            self.results["errors"].append(f"log.level={level} run: {rows} rows for {ni} events")
+        log(f"  log.level={level}: {rate:,.0f} events/s over {rows:,} events "
+            f"({persisted:,} 'Persisted' lines)")
+        return {"events": rows, "events_per_s": round(rate, 1), "commit_span_s": round(span, 3),
+                "service_cpu_s": round(c1 - c0, 2),
+                "cpu_s_per_million_events": round((c1 - c0) / rows * 1e6, 2),
+                "persisted_log_lines": persisted, "stop": stop}
 
-    def services_log_info(self):
-        return os.path.join(self.logdir, "eventsink-info-0.log")
+    def info_phase(self):
+        warn = self.level_run("warn")
+        info = self.level_run("info")
+        self.results["figures"]["log_level"] = {
+            "warn": warn, "info": info,
+            "info_vs_warn": round(info["events_per_s"] / warn["events_per_s"], 3),
+            "method": "the same BENCH_INFO_EVENTS events (topic bench.info) into two fresh "
+                      "databases, one run at log.level warn and one at info (the default: one "
+                      "'Persisted ...' line per event, to a file)",
+        }
 
     def policy_phase(self):
         n = self.o["policy_iters"]
@@ -1208,15 +1214,20 @@ class Bench:
         self.results["config"] = {k: o[k] for k in (
             "events", "instances", "batch", "max_wait_ms", "lat_rate", "lat_seconds", "lat_warmup",
             "replay_events", "info_events", "policy_iters")}
+        self.results["config"]["phases"] = sorted(o["phases"])
         self.results["config"]["partitions"] = PARTITIONS
         self.results["started_at"] = started.isoformat()
+        ph = o["phases"]
         try:
             self.produce_phase()
             self.throughput_phase(conn)
             self.perf_pids = [s.pid for s in self.services]
-            self.copy_phase(conn)
-            self.latency_phase(conn)
-            self.replay_phase(conn)
+            if "copy" in ph:
+                self.copy_phase(conn)
+            if "latency" in ph:
+                self.latency_phase(conn)
+            if "replay" in ph:
+                self.replay_phase(conn)
             log("exactly-once check: every record in the journal or the DLQ, once")
             ok, rep = self.exactly_once(conn, [TOPIC, LAT_TOPIC], ["bench"])
             self.results["checks"]["exactly_once"] = {"ok": ok, "topics": rep}
@@ -1229,9 +1240,10 @@ class Bench:
             self.children.stop(self.sampler) if self.sampler else None
             self.sampler = None
             self.rss_figures()
-            if o["info_events"]:
+            if o["info_events"] and "levels" in ph:
                 self.info_phase()
-            self.policy_phase()
+            if "policy" in ph:
+                self.policy_phase()
             self.perf_report()
         finally:
             conn.close()
@@ -1311,10 +1323,11 @@ def print_table(res):
             f"{f['copy']['indexes']} indexes")
         row("  throughput / COPY", f"{f['copy']['throughput_ratio']:.2f}",
             mark("throughput_vs_copy"))
-    if "throughput_info_log" in f:
-        ti = f["throughput_info_log"]
-        row("throughput, log.level=info", f"{ti['events_per_s']:,.0f} ev/s", "",
-            f"{ti['events']:,} events, log to a file")
+    if "log_level" in f:
+        ll = f["log_level"]
+        row("throughput, log.level=info", f"{ll['info']['events_per_s']:,.0f} ev/s", "",
+            f"vs {ll['warn']['events_per_s']:,.0f} ev/s at warn on the same "
+            f"{ll['info']['events']:,} events (x{ll['info_vs_warn']:.2f})")
     if "latency" in f:
         la = f["latency"]
         row(f"latency at {la['achieved_rate']:,.0f} ev/s p50", f"{la['p50_ms']:.1f} ms")
@@ -1396,7 +1409,14 @@ def cmd_run(argv):
         "min_rate": env_int("BENCH_MIN_RATE", 300),
         "timeout_base": 120,
         "perf": os.environ.get("BENCH_PERF", "0") not in ("", "0"),
+        "phases": set((os.environ.get("BENCH_PHASES") or ALL_PHASES).replace(" ", "").split(",")),
     }
+    unknown = opts["phases"] - set(ALL_PHASES.split(","))
+    if unknown:
+        raise BenchError(f"BENCH_PHASES: unknown phase(s) {', '.join(sorted(unknown))}; "
+                         f"known: {ALL_PHASES} (the throughput run always runs)")
+    if "levels" not in opts["phases"]:
+        opts["info_events"] = 0
     bench = Bench(opts)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     res = None

@@ -974,3 +974,22 @@ def test_status_page_in_headless_chromium(world):
         foreign = [u for u in b.requested_urls() if not (u.startswith(base + "/")
                                                          or u.startswith("data:"))]
         assert foreign == [], f"the page fetched from elsewhere: {foreign}"
+
+
+def test_status_page_without_tokens_on_an_empty_service(db, topic, sink, tmp_path):
+    """With no http.tokens the page asks for nothing; an empty service shows its empty
+    states (no events, no DLQ entry, no replay, no job) without a script error."""
+    s = sink(topics=[topic], dsn=db)
+    base = local_url(listen_address(s, "http"))
+    with Browser(tmp_path) as b:
+        b.navigate(base + "/")
+        b.wait_js("document.getElementById('updated').dataset.updated", 30,
+                  what="a first refresh")
+        st = b.eval(PAGE_STATE)
+        assert st["login"] == "" and st["pg"] == "up" and st["kafka"] == "up", st
+        assert (st["orig"], st["repl"]) == ("0", "0")
+        assert st["replays"] == [] and st["dlq"] == [] and st["jobs"] == []
+        for box in ("dlq-empty", "no-replays", "no-jobs", "policy-ok"):
+            assert b.eval(f"!!document.getElementById('{box}')"), box
+        assert b.eval("sessionStorage.length") == 0
+        assert b.console_problems() == []
