@@ -204,7 +204,7 @@ static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, con
     char *tag = policy_ctl_replay_source(rq->env->ctl, "single", who(rq), reason, false);
     struct buf params = {0};
     params_begin(&params, rq);
-    buf_printf(&params, "\"event_id\":%s}", idtext);
+    buf_printf(&params, "\"event_id\":%s,\"sync\":true}", idtext);
     int64_t job = create_job(rq, rs, c, "single", tag, who(rq), reason, params.data, "running", 1);
     buf_free(&params);
     if (job) {
@@ -247,9 +247,15 @@ static void h_replay_one(struct http_req *rq, struct http_resp *rs)
         PGresult *prev = http_exec(rq, rs, c, SQL_IDEM_GET, 2, kp);
         if (!prev) goto done;
         if (PQntuples(prev) == 1) {
-            rs->status = atoi(PQgetvalue(prev, 0, 0));
-            buf_reset(&rs->body);
-            buf_puts(&rs->body, PQgetvalue(prev, 0, 1));
+            if (!PQgetisnull(prev, 0, 2) && strcmp(PQgetvalue(prev, 0, 2), rq->path) != 0) {
+                http_error(rs, 422, "idempotency_key_reused",
+                           "Idempotency-Key \"%s\" was used for %s; use a new key for %s", key,
+                           PQgetvalue(prev, 0, 2), rq->path);
+            } else {
+                rs->status = atoi(PQgetvalue(prev, 0, 0));
+                buf_reset(&rs->body);
+                buf_puts(&rs->body, PQgetvalue(prev, 0, 1));
+            }
             PQclear(prev);
             goto done;
         }
@@ -261,8 +267,8 @@ static void h_replay_one(struct http_req *rq, struct http_resp *rs)
     if (key && rs->status == 202) {
         char st[8];
         snprintf(st, sizeof st, "%d", rs->status);
-        const char *pp[] = {who(rq), key, st, rs->body.data};
-        PQclear(PQexecParams(c, SQL_IDEM_PUT, 4, NULL, pp, NULL, NULL, 0));
+        const char *pp[] = {who(rq), key, st, rs->body.data, rq->path};
+        PQclear(PQexecParams(c, SQL_IDEM_PUT, 5, NULL, pp, NULL, NULL, 0));
     }
 done:
     if (locked) PQclear(PQexecParams(c, SQL_IDEM_UNLOCK, 2, NULL, kp, NULL, NULL, 0));
@@ -373,6 +379,16 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
 
 /* ---- POST /replay/range ---------------------------------------------------------------- */
 
+/* YYYY-MM-DD first: PostgreSQL would also take words like "now" or "epoch". */
+static bool iso8601_like(const char *s)
+{
+    for (int i = 0; i < 10; i++) {
+        bool digit = s[i] >= '0' && s[i] <= '9';
+        if ((i == 4 || i == 7) ? s[i] != '-' : !digit) return false;
+    }
+    return true;
+}
+
 void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
                    const char *kind, const char *requested_by)
 {
@@ -389,6 +405,11 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
         goto out;
     if (!start || !end) {
         http_error(rs, 400, "bad_request", "start and end (ISO 8601) are required");
+        goto out;
+    }
+    if (!iso8601_like(start) || !iso8601_like(end)) {
+        http_error(rs, 400, "bad_request",
+                   "start and end must be ISO 8601 timestamps, e.g. 2026-11-27T08:00:00Z");
         goto out;
     }
     PGconn *c = http_db(rq, rs);
@@ -484,6 +505,18 @@ static void h_jobs(struct http_req *rq, struct http_resp *rs)
     }
     const char *status = http_query(rq, "status");
     if (status && !*status) status = NULL;
+    static const char *const statuses[] = {"pending", "running",   "done",
+                                           "failed",  "cancelled", NULL};
+    if (status) {
+        bool known = false;
+        for (const char *const *st = statuses; *st && !known; st++)
+            known = strcmp(*st, status) == 0;
+        if (!known) {
+            http_error(rs, 400, "bad_request",
+                       "status must be pending, running, done, failed or cancelled");
+            return;
+        }
+    }
     char lim[16];
     snprintf(lim, sizeof lim, "%d", (int)limit);
     const char *p[] = {lim, status, rq->tenant_scope};
@@ -559,7 +592,7 @@ static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
         char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), reason, false);
         struct buf params = {0};
         params_begin(&params, rq);
-        buf_printf(&params, "\"dlq_id\":%s}", rq->path_args[0]);
+        buf_printf(&params, "\"dlq_id\":%s,\"sync\":true}", rq->path_args[0]);
         int64_t job =
             create_job(rq, rs, c, "dlq_retry", tag, who(rq), reason, params.data, "running", 1);
         buf_free(&params);

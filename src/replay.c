@@ -125,6 +125,16 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
     }
     struct item *items = xcalloc((size_t)rows, sizeof *items);
     struct buf body = {0}, store = {0};
+    struct pgarray dlq_ids = {0};
+    for (int r = 0; r < rows; r++)
+        if (!PQgetisnull(res, r, 2) && PQgetvalue(res, r, 9)[0] != 't')
+            pgarray_int(&dlq_ids, strtoll(PQgetvalue(res, r, 2), NULL, 10));
+    if (dlq_ids.n) {
+        const char *pd[] = {pgarray_text(&dlq_ids)};
+        PGresult *mr = PQexecParams(c, SQL_DLQ_MARK_RETRYING, 1, NULL, pd, NULL, NULL, 0);
+        PQclear(mr);
+    }
+    pgarray_free(&dlq_ids);
     for (int r = 0; r < rows; r++) {
         struct item *it = &items[r];
         it->seq = atoi(PQgetvalue(res, r, 0));
@@ -136,6 +146,13 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         }
         const char *topic = PQgetvalue(res, r, 3);
         it->topic = xstrdup(topic);
+        if (from_dlq && strcmp(PQgetvalue(res, r, 10), "pending") != 0 &&
+            strcmp(PQgetvalue(res, r, 10), "retrying") != 0) {
+            struct buf m = {0};
+            buf_printf(&m, "DLQ entry %s is %s", PQgetvalue(res, r, 2), PQgetvalue(res, r, 10));
+            it->error = m.data;
+            continue;
+        }
         if (!from_dlq && !PQgetisnull(res, r, 8) &&
             atol(PQgetvalue(res, r, 8)) + 1 > env->cfg->replay.max_depth) {
             struct buf m = {0};

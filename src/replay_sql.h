@@ -85,17 +85,22 @@
     "  sent_at = CASE WHEN r.status = 'sent' THEN now() END"                                       \
     "  FROM r WHERE i.job_id = $1::bigint AND i.seq = r.seq AND i.status = 'pending'"              \
     "  RETURNING i.status, i.dlq_id),"                                                             \
-    " dlq AS (UPDATE dead_letter_queue d SET status = 'retrying', last_attempt_at = now()"         \
-    "  FROM upd WHERE upd.status = 'sent' AND d.id = upd.dlq_id AND d.status = 'pending'"          \
-    "  RETURNING d.id),"                                                                           \
-    " dlq_failed AS (UPDATE dead_letter_queue d SET retry_decided = false"                         \
-    "  FROM upd WHERE upd.status = 'failed' AND d.id = upd.dlq_id AND d.status = 'pending'"        \
-    "  RETURNING d.id)"                                                                            \
+    " dlq_failed AS (UPDATE dead_letter_queue d SET retry_decided = false,"                        \
+    "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END"                  \
+    "  FROM upd WHERE upd.status = 'failed' AND d.id = upd.dlq_id"                                 \
+    "  AND d.status IN ('pending', 'retrying') RETURNING d.id)"                                    \
     " UPDATE replay_jobs SET"                                                                      \
     "  succeeded = succeeded + (SELECT count(*) FROM upd WHERE status = 'sent'),"                  \
     "  failed = failed + (SELECT count(*) FROM upd WHERE status = 'failed'),"                      \
     "  heartbeat_at = now()"                                                                       \
     " WHERE id = $1::bigint RETURNING succeeded, failed, total, status"
+
+/* Before DLQ entries are produced again: $1 ids. Marked first, so that a retry that comes
+ * back and fails before the producer's acknowledgement is recorded puts the entry back
+ * to pending rather than the other way round. */
+#define SQL_DLQ_MARK_RETRYING                                                                      \
+    "UPDATE dead_letter_queue SET status = 'retrying', last_attempt_at = now()"                    \
+    " WHERE id = ANY($1::bigint[]) AND status = 'pending'"
 
 /* Closes a job once nothing is pending: $1 job. */
 #define SQL_REPLAY_JOB_FINISH                                                                      \

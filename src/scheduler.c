@@ -349,6 +349,7 @@ static void *loop(void *arg)
         if (PQstatus(c) == CONNECTION_OK) {
             decide_retries(c);
             start_due_retries(c);
+            PQclear(q(c, SQL_STALE_SYNC_JOBS, 0, NULL));
             run_schedules(c);
         }
         for (int i = 0; i < TICK_MS / 100 && !atomic_load(&stopping); i++) {

@@ -53,4 +53,12 @@
     " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $1::bigint"             \
     " RETURNING total"
 
+/* A synchronous replay (POST /replay/{id}, POST /dlq/{id}/retry) whose instance stopped
+ * before it answered stays "running": closed here after 10 minutes, as failed. */
+#define SQL_STALE_SYNC_JOBS                                                                        \
+    "UPDATE replay_jobs SET status = 'failed', finished_at = now(),"                               \
+    " error = 'interrupted: the instance that ran this request stopped before it answered'"        \
+    " WHERE status = 'running' AND coalesce((params->>'sync')::bool, false)"                       \
+    " AND created_at < now() - interval '10 minutes'"
+
 #endif

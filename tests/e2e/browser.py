@@ -12,6 +12,7 @@ Built on harness.py only; it changes nothing there."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -40,6 +41,13 @@ def chromium_path() -> str | None:
     return None
 
 
+def _high_fd(fd: int) -> int:
+    """A duplicate of fd numbered 10 or more (non-inheritable); fd is closed."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class CdpError(AssertionError):
     pass
 
@@ -57,16 +65,18 @@ class Browser:
         self._log = open(self.log_path, "wb")
         to_child_r, to_child_w = os.pipe()      # we write commands; the browser reads fd 3
         from_child_r, from_child_w = os.pipe()  # the browser writes fd 4; we read
-
-        def child_fds():  # runs in the child between fork and exec
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-
+        # the child's ends move above fd 9, so that putting them on 3 and 4 clobbers nothing
+        to_child_r, from_child_w = (_high_fd(to_child_r), _high_fd(from_child_w))
         args = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}", "about:blank"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, close_fds=False,
-                                     preexec_fn=child_fds, start_new_session=True)
+        # bash puts the pipe ends on fds 3 and 4, then becomes the browser
+        script = (f'exec "$@" 3<&{to_child_r} 4>&{from_child_w} '
+                  f'{to_child_r}<&- {from_child_w}>&-')
+        self.proc = subprocess.Popen(["bash", "-c", script, "chromium", *args],
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT,
+                                     pass_fds=(to_child_r, from_child_w),
+                                     start_new_session=True)
         os.close(to_child_r)
         os.close(from_child_w)
         self._wfd = to_child_w

@@ -12,7 +12,6 @@ import math
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -355,15 +354,3 @@ def promtool(*args: str, input_text: str | None = None, cwd: Path | None = None
              ) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, *args], input=input_text, capture_output=True, text=True,
                           timeout=harness.scaled(120), cwd=str(cwd) if cwd else None)
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def unix(dt: datetime) -> float:
-    return dt.timestamp()
-
-
-def sleep_for_scrapes(seconds: float = 2.5) -> None:
-    time.sleep(seconds)

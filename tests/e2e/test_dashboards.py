@@ -39,7 +39,7 @@ import harness
 from apihelpers import (OPS_TOKEN, TOKENS, api_for, listen_address, local_url, metrics_url,
                         ok_json, error_json, replay_rows_of_job, wait_job, wait_journal_at)
 from browser import Browser, chromium_path
-from dashhelpers import (ALERT_TESTS, ALERTS, ALL, DASHBOARD, QUERIES_DOC, STATUS_PAGE,
+from dashhelpers import (ALERT_TESTS, ALERTS, ALL, QUERIES_DOC, STATUS_PAGE,
                          Prometheus, alert_test_cases, dashboard_targets, data_panels, doc_blocks,
                          expand_psql, expand_sql, load_dashboard, metric_names, normalize,
                          promtool, rule_exprs)
