@@ -16,6 +16,8 @@ return {
   },
   http     = { listen = "127.0.0.1:9106" },
   metrics  = { listen = "127.0.0.1:9105" },
+  -- POST /webhooks/replay checks HMAC-SHA256 signatures made with this secret
+  webhooks = { secret = os.getenv("EVENTSINK_WEBHOOK_SECRET") or "demo-webhook-secret" },
   policies = { "policies/default.lua" },
   batch    = { max_events = 1000, max_wait_ms = 50 },
   replay   = { max_depth = 3, rate_per_s = 1000, max_batch_ids = 10000 },

@@ -48,7 +48,8 @@ def demo_sink(pg, kafka, sink):
     except Exception:
         pass  # created by an earlier test of this session
     dsn = pg.new_database("docs")
-    s = sink(topics=[DEMO_TOPIC], dsn=dsn)
+    s = sink(topics=[DEMO_TOPIC], dsn=dsn,
+             overrides={"webhooks": {"secret": "demo-webhook-secret"}})
     for r in range(1, 11):
         kafka.produce(DEMO_TOPIC, demo_records(r))
     harness.wait_at_least(dsn, "SELECT count(*) FROM event_journal", 40, timeout=120)
