@@ -25,55 +25,23 @@
 /* The pending items of job $1 (at most $2), with what to produce for each.
  * $3 replay source tag. Columns: seq, event_id, dlq_id, topic, key hex, headers flat,
  * payload (journal: with markers), raw hex (DLQ), replay_count (journal). */
-#define SQL_REPLAY_ITEMS                                                                           \
-    "SELECT i.seq, i.event_id, i.dlq_id, coalesce(j.topic, d.topic),"                              \
-    " CASE WHEN j.id IS NOT NULL THEN " SQL_BYTES_HEX("j.event_key") "  ELSE " SQL_BYTES_HEX(      \
-        "d.event_key") " END,"                                                                     \
-                       " CASE WHEN j.id IS NOT NULL THEN " SQL_HEADERS_FLAT(                       \
-                           "j.headers") "  ELSE " SQL_HEADERS_FLAT("d.headers") " END,"            \
-                                                                                " CASE WHEN "      \
-                                                                                "jsonb_typeof(j."  \
-                                                                                "payload) = "      \
-                                                                                "'object' THEN "   \
-                                                                                "(j.payload ||"    \
-                                                                                "  "               \
-                                                                                "jsonb_build_"     \
-                                                                                "object('_"        \
-                                                                                "replayed_from_"   \
-                                                                                "event_id', "      \
-                                                                                "j.id, "           \
-                                                                                "'_replay_source'" \
-                                                                                ", $3::text,"      \
-                                                                                "  "               \
-                                                                                "'_replay_job_id'" \
-                                                                                ", "               \
-                                                                                "$1::bigint))::"   \
-                                                                                "text ELSE "       \
-                                                                                "j.payload::text " \
-                                                                                "END,"             \
-                                                                                " encode(d.raw_"   \
-                                                                                "payload, "        \
-                                                                                "'hex'), "         \
-                                                                                "j.replay_count, " \
-                                                                                "j.id IS NULL "    \
-                                                                                "AND d.id IS NULL" \
-                                                                                " FROM "           \
-                                                                                "replay_job_"      \
-                                                                                "items i"          \
-                                                                                " LEFT JOIN "      \
-                                                                                "event_journal j " \
-                                                                                "ON j.id = "       \
-                                                                                "i.event_id"       \
-                                                                                " LEFT JOIN "      \
-                                                                                "dead_letter_"     \
-                                                                                "queue d ON d.id " \
-                                                                                "= i.dlq_id"       \
-                                                                                " WHERE i.job_id " \
-                                                                                "= $1::bigint "    \
-                                                                                "AND i.status = "  \
-                                                                                "'pending' ORDER " \
-                                                                                "BY i.seq LIMIT "  \
-                                                                                "$2::int"
+/* clang-format off */
+#define SQL_REPLAY_ITEMS \
+    "SELECT i.seq, i.event_id, i.dlq_id, coalesce(j.topic, d.topic)," \
+    " CASE WHEN j.id IS NOT NULL THEN " SQL_BYTES_HEX("j.event_key") \
+    "  ELSE " SQL_BYTES_HEX("d.event_key") " END," \
+    " CASE WHEN j.id IS NOT NULL THEN " SQL_HEADERS_FLAT("j.headers") \
+    "  ELSE " SQL_HEADERS_FLAT("d.headers") " END," \
+    " CASE WHEN jsonb_typeof(j.payload) = 'object' THEN (j.payload ||" \
+    "  jsonb_build_object('_replayed_from_event_id', j.id, '_replay_source', $3::text," \
+    "  '_replay_job_id', $1::bigint))::text ELSE j.payload::text END," \
+    " encode(d.raw_payload, 'hex'), j.replay_count, j.id IS NULL AND d.id IS NULL," \
+    " d.status" \
+    " FROM replay_job_items i" \
+    " LEFT JOIN event_journal j ON j.id = i.event_id" \
+    " LEFT JOIN dead_letter_queue d ON d.id = i.dlq_id" \
+    " WHERE i.job_id = $1::bigint AND i.status = 'pending' ORDER BY i.seq LIMIT $2::int"
+/* clang-format on */
 
 /* Outcome of a chunk: $1 job, $2 seq[], $3 status[], $4 error[], $5 topic[], $6 partition[],
  * $7 offset[]. Updates the items and the job's counts in one statement. */

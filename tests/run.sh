@@ -22,6 +22,9 @@ tests/kafka/broker.sh fetch x
 echo "== unit tests (cmocka, ASan+UBSan)"
 make -j"$(nproc)" unit
 
+echo "== fuzzing (libFuzzer, bounded: ${FUZZ_SECONDS:-20} s a target)"
+make -j"$(nproc)" fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+
 echo "== end-to-end tests (real PostgreSQL, real Kafka)"
 export EVENTSINK_BIN=${EVENTSINK_BIN:-$PWD/build/asan/eventsink}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}

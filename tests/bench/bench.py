@@ -826,6 +826,12 @@ class Bench:
     def latency_phase(self, conn):
         rate, secs, warm = self.o["lat_rate"], self.o["lat_seconds"], self.o["lat_warmup"]
         conn.execute("CHECKPOINT")  # the COPY's dirty pages are not flushed during the run
+        av_sql = ("SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0)"
+                  " FROM pg_stat_user_tables WHERE relname IN ('event_journal', "
+                  "'dead_letter_queue')")
+        av0 = q1(conn, av_sql)
+        av_running = [r[0] for r in qall(
+            conn, "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")]
         log(f"latency: producing {rate:,}/s to {LAT_TOPIC} for {warm} s of warm-up + {secs} s")
         outp = os.path.join(self.rundir, "paced.json")
         m0 = None
@@ -873,10 +879,13 @@ class Bench:
               FROM event_journal WHERE topic = %s GROUP BY 1 ORDER BY 1""",
                      (int(summary["start_wall"] * 1e6), LAT_TOPIC))
         self.latency_ends = ends
+        av1 = q1(conn, av_sql)
+        autovacuum = {"running_at_start": av_running, "vacuums_during": int(av1[0] - av0[0]),
+                      "analyzes_during": int(av1[1] - av0[1])}
         flush = self.flush_breakdown(conn, m0, m1, LAT_TOPIC,
                                      "AND (payload->>'bench_ts_us')::bigint >= %s", (cut,))
         self.results["figures"]["latency"] = {
-            "flush": flush,
+            "flush": flush, "autovacuum": autovacuum,
             "events": cnt, "target_rate": rate, "achieved_rate": summary["rate"],
             "seconds": secs, "warmup_seconds": warm,
             "p50_ms": round(pct[0], 2), "p90_ms": round(pct[1], 2), "p99_ms": round(pct[2], 2),
@@ -1401,7 +1410,7 @@ def cmd_run(argv):
         "max_wait_ms": env_int("BENCH_MAX_WAIT_MS", 50),
         "lat_rate": env_int("BENCH_LATENCY_RATE", 5000),
         "lat_seconds": env_int("BENCH_LATENCY_SECONDS", 30),
-        "lat_warmup": env_int("BENCH_LATENCY_WARMUP", 5),
+        "lat_warmup": env_int("BENCH_LATENCY_WARMUP", 10),
         "replay_events": min(env_int("BENCH_REPLAY_EVENTS", 100000), events - events // 100),
         "info_events": min(env_int("BENCH_INFO_EVENTS", 100000), events),
         "policy_iters": env_int("BENCH_POLICY_ITERATIONS", 1000000),
