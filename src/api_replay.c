@@ -10,6 +10,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "replay_jobs_sql.h"
 #include "replay_sql.h"
 #include "replay_worker.h"
@@ -138,7 +139,10 @@ static void finish_job(PGconn *c, int64_t job)
     char j[24];
     snprintf(j, sizeof j, "%" PRId64, job);
     const char *p[] = {j};
-    PQclear(PQexecParams(c, SQL_REPLAY_JOB_FINISH, 1, NULL, p, NULL, NULL, 0));
+    PGresult *r = PQexecParams(c, SQL_REPLAY_JOB_FINISH, 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        metrics_job_finished(PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0));
+    PQclear(r);
 }
 
 /* Produces the one item of a synchronous job and answers: 202 once Kafka acknowledged,
@@ -546,6 +550,7 @@ static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
     } else if (atoi(PQgetvalue(res, 0, 0)) == 0) {
         http_error(rs, 409, "conflict", "the job has already ended (%s)", PQgetvalue(res, 0, 1));
     } else {
+        metrics_job_finished(PQgetvalue(res, 0, 2), "cancelled");
         PQclear(res);
         log_info("replay job %s cancelled by %s", rq->path_args[0], who(rq));
         http_query_json(rq, rs, SQL_JOB_ONE, 2, p, "no such replay job");

@@ -123,6 +123,26 @@ static void h_dlq_one(struct http_req *rq, struct http_resp *rs)
     http_query_json(rq, rs, SQL_DLQ_ONE, 2, params, "no such DLQ entry");
 }
 
+/* Counts for the status page: events per bin, original vs replayed, and the DLQ by
+ * reason and status. window_s 60..3600 (default 600), bin_s 1..300 (default 10), at most
+ * 720 bins. */
+static void h_stats(struct http_req *rq, struct http_resp *rs)
+{
+    int64_t window = 600, bin = 10;
+    const char *w = http_query(rq, "window_s"), *b = http_query(rq, "bin_s");
+    if ((w && (!http_parse_id(w, &window) || window < 60 || window > 3600)) ||
+        (b && (!http_parse_id(b, &bin) || bin > 300)) || window / bin > 720) {
+        http_error(rs, 400, "bad_request",
+                   "window_s must be 60..3600 and bin_s 1..300, with at most 720 bins");
+        return;
+    }
+    char ws[16], bs[16];
+    snprintf(ws, sizeof ws, "%d", (int)window);
+    snprintf(bs, sizeof bs, "%d", (int)bin);
+    const char *params[] = {ws, bs, rq->tenant_scope};
+    http_query_json(rq, rs, SQL_STATS, 3, params, NULL);
+}
+
 static void h_policies(struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
@@ -158,6 +178,7 @@ const struct http_route api_routes[] = {
     {"GET", "/dlq", false, h_dlq_list},
     {"GET", "/dlq/{id}", false, h_dlq_one},
     {"GET", "/admin/policies", false, h_policies},
+    {"GET", "/stats", false, h_stats},
     {"POST", "/admin/reload", false, h_reload},
     {NULL, NULL, false, NULL},
 };

@@ -74,4 +74,22 @@
 
 #define SQL_PING "SELECT 1"
 
+/* GET /stats: $1 window (s), $2 bin (s), $3 token scope. Non-empty bins, oldest first. */
+/* clang-format off */
+#define SQL_STATS \
+    "SELECT json_build_object('now', now(), 'window_s', $1::int, 'bin_s', $2::int," \
+    " 'events', (SELECT json_build_object('bins', coalesce(json_agg(json_build_object(" \
+    "   't', to_timestamp(b), 'original', o, 'replayed', r) ORDER BY b), '[]')," \
+    "   'original', coalesce(sum(o), 0), 'replayed', coalesce(sum(r), 0))" \
+    "  FROM (SELECT floor(extract(epoch FROM received_at) / $2::int) * $2::int AS b," \
+    "   count(*) FILTER (WHERE replay_count = 0) AS o," \
+    "   count(*) FILTER (WHERE replay_count > 0) AS r" \
+    "   FROM event_journal WHERE received_at >= now() - make_interval(secs => $1::int)" \
+    "   AND ($3::text[] IS NULL OR tenant_id = ANY($3::text[])) GROUP BY 1) x)," \
+    " 'dlq', (SELECT coalesce(json_agg(json_build_object('reason', reason, 'status', status," \
+    "   'count', n) ORDER BY reason, status), '[]')" \
+    "  FROM (SELECT reason, status, count(*) AS n FROM dead_letter_queue" \
+    "   WHERE ($3::text[] IS NULL OR tenant_id = ANY($3::text[])) GROUP BY 1, 2) d))"
+/* clang-format on */
+
 #endif

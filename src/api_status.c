@@ -18,6 +18,9 @@ static void h_status_page(struct http_req *rq, struct http_resp *rs)
     buf_reset(&rs->body);
     buf_append(&rs->body, a->data, a->len);
     rs->content_type = "text/html; charset=utf-8";
+    /* the page's own <meta> policy pins its inline script and style by hash; framing can
+     * only be refused by a header */
+    rs->csp = "frame-ancestors 'none'";
 }
 
 const struct http_route api_status_routes[] = {

@@ -238,6 +238,10 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     if (rs->allow) MHD_add_response_header(r, "Allow", rs->allow);
+    if (rs->csp) {
+        MHD_add_response_header(r, "Content-Security-Policy", rs->csp);
+        MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    }
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rs->status, r);
     MHD_destroy_response(r);
     return ret;

@@ -39,6 +39,7 @@ struct http_resp {
     struct buf body;
     const char *content_type; /* default application/json */
     const char *allow;        /* for 405 */
+    const char *csp;          /* Content-Security-Policy, for pages */
 };
 
 typedef void (*http_handler)(struct http_req *rq, struct http_resp *rs);

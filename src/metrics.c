@@ -24,7 +24,8 @@ struct family {
     size_t n, cap;
 };
 
-static struct family consumed, persisted, dlq_events, replays, reloads, http_requests;
+static struct family consumed, persisted, dlq_events, replays, reloads, http_requests,
+    jobs_finished;
 
 static uint64_t *find_or_add(struct family *f, const char *l1, const char *l2)
 {
@@ -78,6 +79,12 @@ static void preset(void)
     }
     find_or_add(&reloads, "ok", NULL);
     find_or_add(&reloads, "error", NULL);
+    static const char *const kinds[] = {"single",    "batch",   "range", "scheduled",
+                                        "dlq_retry", "webhook", NULL};
+    static const char *const ends[] = {"done", "failed", "cancelled", NULL};
+    for (const char *const *k = kinds; *k; k++)
+        for (const char *const *e = ends; *e; e++)
+            find_or_add(&jobs_finished, *k, *e);
 }
 
 void metrics_events_consumed(const char *topic, uint64_t n)
@@ -108,6 +115,14 @@ void metrics_replay(const char *source, const char *result, uint64_t n)
     pthread_mutex_lock(&lock);
     preset();
     *find_or_add(&replays, source, result) += n;
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_job_finished(const char *kind, const char *status)
+{
+    pthread_mutex_lock(&lock);
+    preset();
+    *find_or_add(&jobs_finished, kind, status) += 1;
     pthread_mutex_unlock(&lock);
 }
 
@@ -317,6 +332,9 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            "reason", NULL);
     family(o, "eventsink_replays_total", "Events replayed, by replay source and result.", &replays,
            "source", "result");
+    family(o, "eventsink_replay_jobs_finished_total",
+           "Replay jobs that reached a final status, by kind and status.", &jobs_finished, "kind",
+           "status");
     family(o, "eventsink_policy_reloads_total", "Policy reloads, by result.", &reloads, "result",
            NULL);
     family(o, "eventsink_http_requests_total", "HTTP API requests, by route and status code.",

@@ -19,6 +19,8 @@ void metrics_dlq_event(const char *reason, uint64_t n);
 void metrics_batch(size_t events, double seconds);
 void metrics_replay(const char *source, const char *result, uint64_t n);
 void metrics_policy_reload(bool ok);
+/* A replay job reached done, failed or cancelled. */
+void metrics_job_finished(const char *kind, const char *status);
 void metrics_http_request(const char *route, int code);
 
 /* Consumer lag: replaced as a whole at every librdkafka statistics report. */

@@ -104,19 +104,24 @@
     " WHERE id = $1::bigint AND " JOB_VISIBLE("2") ") j"
 
 /* $1 id, $2 scope -> the job after cancelling, or its status when it had already ended */
-#define SQL_JOB_CANCEL                                                                             \
-    "WITH c AS (UPDATE replay_jobs SET status = 'cancelled', finished_at = now()"                  \
-    " WHERE id = $1::bigint AND status IN ('pending', 'running') AND " JOB_VISIBLE(                \
-        "2") " RETURNING id)"                                                                      \
-             " SELECT (SELECT count(*) FROM c), status FROM replay_jobs WHERE id = $1::bigint"     \
-             " AND " JOB_VISIBLE("2")
+/* clang-format off */
+#define SQL_JOB_CANCEL \
+    "WITH c AS (UPDATE replay_jobs SET status = 'cancelled', finished_at = now()" \
+    " WHERE id = $1::bigint AND status IN ('pending', 'running') AND " JOB_VISIBLE("2") \
+    " RETURNING id)" \
+    " SELECT (SELECT count(*) FROM c), status, kind FROM replay_jobs WHERE id = $1::bigint" \
+    " AND " JOB_VISIBLE("2")
+/* clang-format on */
 
 /* $1 requested_by, $2 key */
-#define SQL_IDEM_GET                                                                               \
-    "SELECT status, response FROM replay_idempotency WHERE requested_by = $1 AND key = $2"
-#define SQL_IDEM_PUT                                                                               \
-    "INSERT INTO replay_idempotency (requested_by, key, status, response)"                         \
-    " VALUES ($1, $2, $3::int, $4) ON CONFLICT DO NOTHING"
+/* clang-format off */
+#define SQL_IDEM_GET \
+    "SELECT status, response, request FROM replay_idempotency" \
+    " WHERE requested_by = $1 AND key = $2"
+#define SQL_IDEM_PUT \
+    "INSERT INTO replay_idempotency (requested_by, key, status, response, request)" \
+    " VALUES ($1, $2, $3::int, $4, $5) ON CONFLICT DO NOTHING"
+/* clang-format on */
 #define SQL_IDEM_LOCK                                                                              \
     "SELECT pg_advisory_lock(hashtextextended($1 || '/' || $2, 7310575219485843002))"
 #define SQL_IDEM_UNLOCK                                                                            \

@@ -76,6 +76,6 @@
     "  THEN 'failed' ELSE 'done' END, finished_at = now()"                                         \
     " WHERE id = $1::bigint AND status IN ('pending', 'running')"                                  \
     "  AND NOT EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = $1::bigint"                   \
-    "  AND status = 'pending') RETURNING status"
+    "  AND status = 'pending') RETURNING status, kind"
 
 #endif

@@ -10,16 +10,21 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "replay_sql.h"
 
 #define CHUNK_MAX 500
 #define IDLE_WAIT_MS 1000
 
 /* jobs the worker may run (single replays are run by their HTTP request) */
-#define SQL_WORKER_JOBS                                                                            \
-    "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)"              \
-    " FROM replay_jobs WHERE status IN ('pending', 'running') AND kind <> 'single'"                \
+/* clang-format off */
+#define SQL_WORKER_JOBS \
+    "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)" \
+    " FROM replay_jobs WHERE status IN ('pending', 'running') AND kind <> 'single'" \
+    " AND NOT coalesce((params->>'sync')::bool, false)" \
+    " AND coalesce((params->>'not_before')::float8, 0) <= extract(epoch FROM now())" \
     " ORDER BY id LIMIT 20"
+/* clang-format on */
 #define SQL_WORKER_CLAIM "SELECT pg_try_advisory_lock(7310575219485843003 # $1::bigint)"
 #define SQL_WORKER_UNCLAIM "SELECT pg_advisory_unlock(7310575219485843003 # $1::bigint)"
 #define SQL_WORKER_START                                                                           \
@@ -122,7 +127,10 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
             log_warn("replay job %s: %d event(s) failed: %s", id, out.failed, out.error);
         if (out.nothing_pending) {
             PGresult *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
-            if (f && PQntuples(f)) log_info("replay job %s finished: %s", id, PQgetvalue(f, 0, 0));
+            if (f && PQntuples(f)) {
+                log_info("replay job %s finished: %s", id, PQgetvalue(f, 0, 0));
+                metrics_job_finished(PQgetvalue(f, 0, 1), PQgetvalue(f, 0, 0));
+            }
             PQclear(f);
             return;
         }

@@ -388,16 +388,32 @@ class Kafka:
                 "enable.auto.commit": False, "session.timeout.ms": 10000})
         return self._consumers[group]
 
+    @staticmethod
+    def _retry(what, fn, seconds=60):
+        """Kafka answers some requests with retriable errors for a while (a coordinator
+        loading, a leader moving): retried for up to `seconds`."""
+        from confluent_kafka import KafkaException
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return fn()
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"timeout: Kafka kept failing {what} for {seconds} s: {e}")
+                time.sleep(0.5)
+
     def watermarks(self, topic):
         from confluent_kafka import TopicPartition
         c = self._consumer("bench-watermarks")
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-                for p in range(PARTITIONS)}
+        return self._retry(f"to give the end offsets of {topic}", lambda: {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            for p in range(PARTITIONS)})
 
     def committed(self, group, topic):
         from confluent_kafka import TopicPartition
         c = self._consumer(group)
-        res = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        res = self._retry(f"to give the committed offsets of group {group}", lambda: c.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10))
         return {tp.partition: tp.offset for tp in res}
 
     def close(self):
@@ -1434,6 +1450,12 @@ def cmd_run(argv):
     except BenchError as e:
         bench.results["errors"].append(str(e))
         log(f"FAILED: {e}")
+        res = bench.results
+    except Exception as e:  # a bug or an unexpected answer: still write what was measured
+        import traceback
+        traceback.print_exc()
+        bench.results["errors"].append(f"{type(e).__name__}: {e}")
+        log(f"FAILED: {type(e).__name__}: {e}")
         res = bench.results
     finally:
         bench.children.stop_all()

@@ -27,6 +27,7 @@ tests/kafka/broker.sh fetch x
 if [ -f "$B/pg/data/postmaster.pid" ]; then scripts/pg.sh stop "$B/pg" immediate || true; fi
 if [ -f "$B/kafka/pid" ]; then tests/kafka/broker.sh stop "$B/kafka" || true; fi
 rm -rf "$B/pg" "$B/kafka" "$B/run" "$B/tmp" "$B/logs" "$B/data" "$B/perf"
+rm -f "$B"/sink-*.conf.lua "$B/samples.csv" "$B/empty-policy.lua"
 mkdir -p "$B/run" "$B/tmp" "$B/logs"
 # Nothing of ours under /tmp: temporary files (Python, psql, perf, the JVM) go to .bench/tmp.
 export TMPDIR=$B/tmp
@@ -67,8 +68,16 @@ cleanup() {
       "tests/kafka/broker.sh stop .bench/kafka" >&2
     kafka_started= pg_started=
   fi
-  if [ -n "$kafka_started" ]; then tests/kafka/broker.sh stop "$B/kafka"; fi
-  if [ -n "$pg_started" ]; then scripts/pg.sh stop "$B/pg" fast; fi
+  if [ -n "$kafka_started" ]; then
+    tests/kafka/broker.sh stop "$B/kafka"
+    cp "$B/kafka/server.log" "$B/logs/kafka-server.log" 2>/dev/null
+    rm -rf "$B/kafka" # gigabytes after a default run; its log is kept in .bench/logs
+  fi
+  if [ -n "$pg_started" ]; then
+    scripts/pg.sh stop "$B/pg" fast
+    cp "$B/pg/server.log" "$B/logs/postgresql.log" 2>/dev/null
+    rm -rf "$B/pg"
+  fi
   rm -rf "$B/tmp" "$B/data"
   exit "$rc"
 }
