@@ -14,7 +14,7 @@ OBJ      := $(SRC:src/%.c=build/obj/%.o) build/obj/assets_gen.o
 ASAN_OBJ := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/assets_gen.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all asan test unit e2e fuzz bench demo deps format format-check clean
+.PHONY: all asan test unit e2e fuzz bench demo deps format format-check clean chaos valgrind
 all: build/eventsink
 
 deps:
@@ -82,6 +82,28 @@ test:
 
 e2e: all asan
 	tests/run-e2e.sh
+
+# the Python test environment and the Kafka broker jars of the end-to-end tests
+PYTHON_ENV = [ -x .venv/bin/python ] && .venv/bin/python -c 'import pytest, psycopg, confluent_kafka, requests' 2>/dev/null \
+	|| { python3 -m venv .venv && .venv/bin/pip install -q -r tests/requirements.txt; }; \
+	tests/kafka/broker.sh fetch x
+
+# chaos run with a ledger (tests/chaos/chaos.py): faults on a seeded schedule for
+# CHAOS_SECONDS, then every produced record and every replay is accounted for.
+# CHAOS_SEED=S repeats a run; EVENTSINK_BIN picks the binary (default build/eventsink).
+CHAOS_SECONDS ?= 600
+chaos: all
+	@scripts/install-deps.sh
+	@$(PYTHON_ENV)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) EVENTSINK_BIN=$${EVENTSINK_BIN:-$(CURDIR)/build/eventsink} \
+	  .venv/bin/python tests/chaos/chaos.py
+
+# valgrind memcheck of a short end-to-end scenario (tests/valgrind.py) on build/eventsink:
+# fails on any invalid access or definite leak (suppressions: tests/valgrind.supp)
+valgrind: all
+	@scripts/install-deps.sh
+	@$(PYTHON_ENV)
+	EVENTSINK_BIN=$(CURDIR)/build/eventsink .venv/bin/python tests/valgrind.py
 
 bench:
 	@scripts/install-deps.sh

@@ -148,7 +148,7 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
         {"auto.offset.reset", "earliest"},
         {"client.id", "eventsink"},
         {"reconnect.backoff.max.ms", "2000"},
-        {"queued.max.messages.kbytes", "65536"},
+        {"queued.max.messages.kbytes", "16384"}, /* bounds the prefetch (RSS) */
         {"statistics.interval.ms", "2000"},
         {"session.timeout.ms", embedded ? "6000" : "10000"},
         {"heartbeat.interval.ms", embedded ? "1000" : "3000"},

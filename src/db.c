@@ -169,6 +169,7 @@ static bool prepare(struct db *db, char **err)
         int nparams;
     } stmts[] = {
         {"journal_insert", SQL_JOURNAL_INSERT, 12},
+        {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 12},
         {"dlq_insert", SQL_DLQ_INSERT, 11},
     };
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
@@ -309,7 +310,10 @@ static void report_persisted(PGresult *res, struct write_stats *stats, db_persis
 static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t from, size_t to)
 {
     fill_journal_cols(db, items, from, to);
-    return exec_cols(db, "journal_insert", 12);
+    bool resolves = false; /* the statement that resolves DLQ entries only when needed */
+    for (size_t i = from; i < to && !resolves; i++)
+        resolves = !items[i].d.to_dlq && items[i].d.replayed_from_dlq_id;
+    return exec_cols(db, resolves ? "journal_insert_resolve" : "journal_insert", 12);
 }
 
 enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,

@@ -18,35 +18,47 @@
     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, md5($3))"
 #define SQL_MIGRATION_CHECKSUM "SELECT md5($1)"
 
-/* One batch of journal rows, one array per column. Replays take their depth from the
- * parent row; a retried DLQ entry is resolved in the same statement. */
-#define SQL_JOURNAL_INSERT                                                                         \
-    "WITH r AS ("                                                                                  \
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[],"           \
-    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[],"              \
-    "  $12::bigint[]) WITH ORDINALITY AS r(tenant_id, event_type, topic, kafka_partition,"         \
-    "  kafka_offset, event_key, headers, payload, replay_source, replayed_from_event_id,"          \
-    "  replay_job_id, replayed_from_dlq_id, ord)"                                                  \
-    "), ins AS ("                                                                                  \
-    " INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset,"     \
-    "  event_key, headers, payload, replay_count, replay_source, replayed_from_event_id,"          \
-    "  replay_job_id, replayed_from_dlq_id)"                                                       \
-    " SELECT r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset,"               \
-    "  r.event_key, r.headers::jsonb, r.payload::jsonb,"                                           \
-    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE(p.replay_count, 0) + 1 END,"         \
-    "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id"         \
-    " FROM r LEFT JOIN event_journal p ON p.id = r.replayed_from_event_id"                         \
-    " ORDER BY r.ord"                                                                              \
-    " ON CONFLICT DO NOTHING "                                                                     \
-    " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"           \
-    "  replayed_from_dlq_id, replay_source"                                                        \
-    "), resolved AS ("                                                                             \
-    " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id,"             \
-    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL"                 \
-    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'"                   \
-    ")"                                                                                            \
-    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id,"              \
-    "  replayed_from_dlq_id, replay_source FROM ins ORDER BY id"
+/* One batch of journal rows, one array per column. A replay takes its depth from its
+ * parent row (looked up only for replays). ON CONFLICT without a target: a redelivered
+ * record (topic, partition, offset) and a second copy of one job's replay of an event
+ * (replay_job_id, replayed_from_event_id) are both skipped. */
+/* clang-format off */
+#define SQL_JOURNAL_ROWS \
+    "WITH r AS (" \
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]," \
+    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[]," \
+    "  $12::bigint[]) WITH ORDINALITY AS r(tenant_id, event_type, topic, kafka_partition," \
+    "  kafka_offset, event_key, headers, payload, replay_source, replayed_from_event_id," \
+    "  replay_job_id, replayed_from_dlq_id, ord)" \
+    "), ins AS (" \
+    " INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset," \
+    "  event_key, headers, payload, replay_count, replay_source, replayed_from_event_id," \
+    "  replay_job_id, replayed_from_dlq_id)" \
+    " SELECT r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset," \
+    "  r.event_key, r.headers::jsonb, r.payload::jsonb," \
+    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE((SELECT p.replay_count" \
+    "   FROM event_journal p WHERE p.id = r.replayed_from_event_id), 0) + 1 END," \
+    "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id" \
+    " FROM r ORDER BY r.ord" \
+    " ON CONFLICT DO NOTHING" \
+    " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
+    "  replayed_from_dlq_id, replay_source)"
+
+#define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS \
+    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
+    "  replayed_from_dlq_id, replay_source FROM ins"
+
+/* The same for a batch holding retried DLQ entries: each one that lands resolves its
+ * entry in the same statement. */
+#define SQL_JOURNAL_INSERT_RESOLVE SQL_JOURNAL_ROWS \
+    ", resolved AS (" \
+    " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
+    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL" \
+    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'" \
+    ")" \
+    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
+    "  replayed_from_dlq_id, replay_source FROM ins"
+/* clang-format on */
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
  * attempt on that entry (once per Kafka position) instead of adding a row. */

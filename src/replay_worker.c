@@ -13,7 +13,7 @@
 #include "metrics.h"
 #include "replay_sql.h"
 
-#define CHUNK_MAX 500
+#define CHUNK_MAX 5000
 #define IDLE_WAIT_MS 1000
 
 /* jobs the worker may run (single replays are run by their HTTP request) */
