@@ -166,11 +166,14 @@ function R.install(file, t, env)
     if env then lock(env) end
 end
 
+-- Returns true when describe, detect_replay and route are all the built-in defaults:
+-- the C core then decides records without calling Lua (src/policy_fast.c, the same rules).
 function R.finish()
     for k in pairs(HOOKS) do
         if not hooks[k] then hooks[k] = defaults[k] end
     end
-    return true
+    return hooks.describe == defaults.describe and hooks.detect_replay == defaults.detect_replay
+        and hooks.route == defaults.route
 end
 
 -- The schedules as plain values for the C core: a list of {name, cron, action,

@@ -1,29 +1,32 @@
--- policies/default.lua — the policy eventsink ships with.
+-- policies/default.lua — the policy eventsink ships with: the built-in defaults.
 --
--- It spells out the built-in defaults so that an operator can see them and change them;
--- deleting a hook here brings back the same built-in behaviour. See docs/POLICY_GUIDE.md.
+-- A hook that no policy file defines takes its built-in default (CONTRACT section 6, and
+-- docs/POLICY_GUIDE.md). This file defines none, so that the defaults of describe,
+-- detect_replay and route run in C, without a Lua call per event (src/policy_fast.c, the
+-- same rules as lua/runtime.lua). To change one, define it here; this is what the defaults
+-- do, written in Lua:
+--
+--   local null = sink.json.null
+--   local function present(v) return v ~= nil and v ~= null end
+--
+--   describe = function(ev)            -- which tenant, which kind of event?
+--       local p = ev.payload
+--       if type(p) ~= "table" then return nil, nil end
+--       local event_type = p.event_type
+--       if not present(event_type) then event_type = p.type end
+--       return present(p.tenant_id) and p.tenant_id or nil,
+--              present(event_type) and event_type or nil
+--   end,
+--
+--   detect_replay = function(ev)       -- the payload markers, else the x-replay-* headers
+--       ...                            -- (see lua/runtime.lua, defaults.detect_replay)
+--   end,
+--
+--   route = function(ev, info)         -- no tenant: dead-letter it
+--       if info.tenant_id == nil then return "dlq", "missing_tenant" end
+--       return nil
+--   end,
+--
 -- Hooks run in a restricted environment: no io, no os beyond time, no require, no debug.
 
-local null = sink.json.null
-
-local function present(v)
-    return v ~= nil and v ~= null
-end
-
-return {
-    -- Which tenant and which kind of event is this?
-    describe = function(ev)
-        local p = ev.payload
-        if type(p) ~= "table" then return nil, nil end
-        local event_type = p.event_type
-        if not present(event_type) then event_type = p.type end
-        return present(p.tenant_id) and p.tenant_id or nil,
-               present(event_type) and event_type or nil
-    end,
-
-    -- Events with no tenant cannot be journaled: send them to the dead-letter queue.
-    route = function(ev, info)
-        if info.tenant_id == nil then return "dlq", "missing_tenant" end
-        return nil
-    end,
-}
+return {}

@@ -10,14 +10,16 @@
 #include "buf.h"
 #include "cron.h"
 #include "log.h"
+#include "policy_fast.h"
 
 struct policy_set {
     struct lua_host *host;
     struct policy_schedule *schedules;
     size_t nschedules;
     int version;
-    int runtime_ref; /* registry reference to the runtime's table */
-    int decide_ref;  /* registry reference to runtime.decide */
+    bool builtin_decide; /* describe, detect_replay and route are the defaults: C decides */
+    int runtime_ref;     /* registry reference to the runtime's table */
+    int decide_ref;      /* registry reference to runtime.decide */
 };
 
 static bool read_file(const char *path, struct buf *out, char **err)
@@ -132,7 +134,9 @@ struct policy_set *policy_set_load(const struct strlist *files,
         if (!lua_host_pcall(ps->host, 3, 0, err)) goto error;
     }
     push_runtime_fn(ps, "finish");
-    if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
+    if (!lua_host_pcall(ps->host, 0, 1, err)) goto error;
+    ps->builtin_decide = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     if (!load_schedules(ps, err)) goto error;
     push_runtime_fn(ps, "self_test");
     if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
@@ -259,6 +263,7 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
                    char *bad_detail, struct decision *out)
 {
     memset(out, 0, sizeof *out);
+    if (ps->builtin_decide && !bad_reason && policy_fast_decide(r, true, out)) return;
     lua_State *L = lua_host_state(ps->host);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->decide_ref);
     push_event(L, r);

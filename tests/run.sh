@@ -25,6 +25,11 @@ make -j"$(nproc)" unit
 echo "== fuzzing (libFuzzer, bounded: ${FUZZ_SECONDS:-20} s a target)"
 make -j"$(nproc)" fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
+echo "== valgrind memcheck of a short end-to-end scenario (build/eventsink)"
+make valgrind
+
+# The end-to-end tests include the bounded chaos run (tests/e2e/test_chaos.py: 90 s of
+# faults with a ledger, CHAOS_TEST_SECONDS to change it); `make chaos` is the full one.
 echo "== end-to-end tests (real PostgreSQL, real Kafka)"
 export EVENTSINK_BIN=${EVENTSINK_BIN:-$PWD/build/asan/eventsink}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
