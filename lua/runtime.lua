@@ -188,6 +188,12 @@ end
 
 -- ---- deciding ----------------------------------------------------------------------------
 
+-- "describe (policies/x.lua)": the hook and the file that defined it, for error messages.
+local function hook_where(hook)
+    local file = defined_in[hook]
+    return file and format("%s (%s)", hook, file) or hook
+end
+
 -- A tenant id or event type: nil, or text of at most MAX_NAME bytes, valid UTF-8, no NUL.
 local function name_of(v, what, hook)
     if not present(v) then return nil end
@@ -195,14 +201,15 @@ local function name_of(v, what, hook)
     if tv == "number" then
         v = tostring(tointeger(v) or v)
     elseif tv ~= "string" then
-        error(format("%s returned a %s as %s; expected a string", hook, tv, what), 0)
+        error(format("%s returned a %s as %s; expected a string", hook_where(hook), tv, what), 0)
     end
     if v == "" then return nil end
     if #v > MAX_NAME then
-        error(format("%s returned a %s of %d bytes (at most %d)", hook, what, #v, MAX_NAME), 0)
+        error(format("%s returned a %s of %d bytes (at most %d)", hook_where(hook), what, #v,
+            MAX_NAME), 0)
     end
     if not utf8len(v) or find(v, "\0", 1, true) then
-        error(format("%s returned a %s that is not valid UTF-8 text", hook, what), 0)
+        error(format("%s returned a %s that is not valid UTF-8 text", hook_where(hook), what), 0)
     end
     return v
 end
@@ -253,14 +260,15 @@ function R.decide(ev, bad_reason)
     etype = name_of(etype, "event_type", "describe")
     local src, from = hooks.detect_replay(ev)
     if src ~= nil and type(src) ~= "string" then
-        error(format("detect_replay returned a %s as replay_source; expected a string", type(src)), 0)
+        error(format("%s returned a %s as replay_source; expected a string",
+            hook_where("detect_replay"), type(src)), 0)
     end
     src = name_of(src, "replay_source", "detect_replay")
     if from ~= nil then
         local id = to_id(from)
         if not id then
-            error("detect_replay returned " .. tostring(from) .. " as replayed_from_event_id; "
-                .. "expected a positive integer", 0)
+            error(hook_where("detect_replay") .. " returned " .. tostring(from)
+                .. " as replayed_from_event_id; expected a positive integer", 0)
         end
         from = id
         src = src or "unknown"
@@ -282,7 +290,8 @@ function R.decide(ev, bad_reason)
         end
         return tenant, etype, src, from, dlq, job, "dlq", "policy_route", reason
     end
-    error(format("route returned %q; expected nil, \"journal\" or \"dlq\"", tostring(route)), 0)
+    error(format("%s returned %q; expected nil, \"journal\" or \"dlq\"", hook_where("route"),
+        tostring(route)), 0)
 end
 
 function R.replay_source(req)
@@ -299,11 +308,11 @@ function R.replay_guard(req)
     end
     if verdict == "defer" then
         if type(arg) ~= "number" or arg ~= arg or arg < 0 then
-            error("replay_guard returned \"defer\" without a number of seconds", 0)
+            error(hook_where("replay_guard") .. " returned \"defer\" without a number of seconds", 0)
         end
         return "defer", arg
     end
-    error("replay_guard returned " .. tostring(verdict)
+    error(hook_where("replay_guard") .. " returned " .. tostring(verdict)
         .. "; expected nil, \"allow\", \"refuse\" or \"defer\"", 0)
 end
 
@@ -311,7 +320,8 @@ function R.dlq_retry(entry)
     local s = hooks.dlq_retry(entry)
     if s == nil then return nil end
     if type(s) ~= "number" or s ~= s or s < 0 then
-        error("dlq_retry returned " .. tostring(s) .. "; expected seconds (a number >= 0) or nil", 0)
+        error(hook_where("dlq_retry") .. " returned " .. tostring(s)
+            .. "; expected seconds (a number >= 0) or nil", 0)
     end
     return s
 end
