@@ -18,9 +18,34 @@ struct policy_set {
     size_t nschedules;
     int version;
     bool builtin_decide; /* describe, detect_replay and route are the defaults: C decides */
+    const struct strlist *files; /* the configuration's list (it outlives the set) */
     int runtime_ref;     /* registry reference to the runtime's table */
     int decide_ref;      /* registry reference to runtime.decide */
 };
+
+/* Lua shortens a chunk name to LUA_IDSIZE characters ("...cies/main.lua:4: ..."): put the
+ * full path of the policy file back into a message that names one of them. Takes and
+ * returns a malloc'd message. */
+static char *full_paths(char *msg, const struct strlist *files)
+{
+    if (!msg) return msg;
+    for (char *dots = strstr(msg, "..."); dots; dots = strstr(dots + 3, "...")) {
+        const char *colon = strchr(dots + 3, ':');
+        if (!colon) break;
+        size_t shown = (size_t)(colon - (dots + 3));
+        for (size_t i = 0; i < files->n; i++) {
+            const char *f = files->items[i];
+            size_t fl = strlen(f);
+            if (shown && fl >= shown && memcmp(f + fl - shown, dots + 3, shown) == 0) {
+                struct buf b = {0};
+                buf_printf(&b, "%.*s%s%s", (int)(dots - msg), msg, f, colon);
+                free(msg);
+                return b.data;
+            }
+        }
+    }
+    return msg;
+}
 
 static bool read_file(const char *path, struct buf *out, char **err)
 {
@@ -143,10 +168,12 @@ struct policy_set *policy_set_load(const struct strlist *files,
     push_runtime_fn(ps, "decide");
     ps->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     buf_free(&src);
+    ps->files = files;
     return ps;
 
 error:
     buf_free(&src);
+    if (err) *err = full_paths(*err, files);
     policy_set_destroy(ps);
     return NULL;
 }
@@ -280,7 +307,7 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
             free(err);
         } else {
             out->reason = "policy_error";
-            out->detail = err;
+            out->detail = full_paths(err, ps->files);
         }
         return;
     }

@@ -867,3 +867,41 @@ def test_a_client_cannot_raise_the_replay_rate_over_the_configured_cap(kafka, db
         assert float(row) >= 1.5, f"20 events at 10/s took {row} s"
     for rate in (0, -1, "fast", 1.5, 10**19):
         error_json(w.ops.post("/replay/batch", json={"ids": ids, "rate_per_s": rate}), 400)
+
+
+# --------------------------------------------------------------------------------------
+# 7. the Kafka entry point: forged replay markers
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="service bug (issue 7 report): a record whose replay "
+                   "markers repeat an existing (replay_job_id, replayed_from_event_id) pair "
+                   "is dropped by ON CONFLICT DO NOTHING on event_journal_replay_once: it is "
+                   "in neither the journal nor the DLQ, and nothing is logged")
+def test_forged_replay_markers_cannot_make_an_event_vanish(kafka, db, topic, sink, tmp_path):
+    """Anyone who may produce to the topic can copy the markers of an event the service
+    replayed (say, a downstream system re-publishing what it received). Such a record is
+    still a Kafka record: it must be kept -- journaled or dead-lettered -- exactly once."""
+    w = World(kafka, db, topic, sink, tmp_path)
+    job = w.job_ops
+    src = w.globex_ids[0]  # the setup's replay: (job_ops, globex_ids[0]) is journaled
+    assert scalar(db, "SELECT count(*) FROM event_journal WHERE replay_job_id = %s AND "
+                      "replayed_from_event_id = %s", (job, src)) == 1
+    ev = make_event(500, tenant="globex")
+    ev.update({"_replayed_from_event_id": src, "_replay_source": "operator_api",
+               "_replay_job_id": job})
+    ev2 = make_event(501, tenant="globex")
+    hdrs = [("x-replayed-from-event-id", str(src).encode()), ("x-replay-source", b"operator_api"),
+            ("x-replay-job-id", str(job).encode())]
+    positions = kafka.produce(topic, [("forged-1", json.dumps(ev).encode(), None, None),
+                                      ("forged-2", json.dumps(ev2).encode(), hdrs, None)])
+    from apihelpers import wait_caught_up
+    wait_caught_up(kafka, sink.group_id, [topic], sinks=[w.s])
+    missing = []
+    for p, o in positions:
+        n = scalar(db, "SELECT (SELECT count(*) FROM event_journal WHERE topic = %s AND "
+                       "kafka_partition = %s AND kafka_offset = %s) + (SELECT count(*) FROM "
+                       "dead_letter_queue WHERE topic = %s AND kafka_partition = %s AND "
+                       "kafka_offset = %s)", (topic, p, o, topic, p, o))
+        if n != 1:
+            missing.append(((p, o), n))
+    assert not missing, f"records stored 0 or 2 times: {missing}"
