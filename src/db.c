@@ -16,6 +16,7 @@ struct db {
     /* reused between batches: one array literal per column */
     struct pgarray cols[12];
     struct buf scratch;
+    struct buf copybuf; /* COPY data of the plain originals of a batch */
 };
 
 static bool exec_ok(struct db *db, const char *sql, char **err);
@@ -62,6 +63,7 @@ void db_close(struct db *db)
     for (size_t i = 0; i < sizeof db->cols / sizeof db->cols[0]; i++)
         pgarray_free(&db->cols[i]);
     buf_free(&db->scratch);
+    buf_free(&db->copybuf);
     free(db);
 }
 
@@ -202,7 +204,7 @@ static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from,
     for (size_t i = from; i < to; i++) {
         const struct record *r = it[i].rec;
         const struct decision *d = &it[i].d;
-        if (d->to_dlq) continue;
+        if (d->to_dlq || it[i].copied) continue;
         pgarray_cstr(&db->cols[0], d->tenant_id);
         pgarray_cstr(&db->cols[1], d->event_type);
         pgarray_cstr(&db->cols[2], r->topic);
@@ -306,6 +308,127 @@ static void report_persisted(PGresult *res, struct write_stats *stats, db_persis
                      get_i64(res, k, 6), get_str(res, k, 7));
 }
 
+/* ---- COPY of the plain originals ------------------------------------------------------------
+
+ * An original that carries no marker needs nothing from the database but its row, so it
+ * goes in by COPY, PostgreSQL's fastest way in; replays (which need their parent's depth)
+ * and retried DLQ entries (which resolve their entry) take the INSERT statement, in the
+ * same transaction. COPY has no ON CONFLICT: a batch that holds a record already in the
+ * journal (redelivered after a crash) fails with a unique violation, and the whole batch
+ * is then written again by the INSERT statement, which skips it. */
+
+static bool plain_original(const struct batch_item *it)
+{
+    const struct decision *d = &it->d;
+    return !d->to_dlq && !d->replay_source && !d->replayed_from_event_id &&
+           !d->replayed_from_dlq_id && !d->replay_job_id;
+}
+
+/* Appends a COPY text field: \N for NULL, else the bytes with \, tab, newline and
+ * carriage return escaped. */
+static void copy_field(struct buf *b, const char *s, size_t n, bool last)
+{
+    if (!s) {
+        buf_append(b, "\\N", 2);
+    } else {
+        buf_reserve(b, n + 8);
+        size_t run = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = s[i];
+            const char *esc = c == '\\'   ? "\\\\"
+                              : c == '\t' ? "\\t"
+                              : c == '\n' ? "\\n"
+                              : c == '\r' ? "\\r"
+                                          : NULL;
+            if (!esc) continue;
+            buf_append(b, s + run, i - run);
+            buf_append(b, esc, 2);
+            run = i + 1;
+        }
+        buf_append(b, s + run, n - run);
+    }
+    buf_putc(b, last ? '\n' : '\t');
+}
+
+/* 1: copied (items marked), 0: a row-level problem (a duplicate, a constraint: the caller
+ * rolls back and writes the batch by INSERT), -1: the connection failed (*err). */
+static int copy_plain(struct db *db, struct batch_item *items, size_t n, size_t *copied, char **err)
+{
+    struct buf *b = &db->copybuf, *tmp = &db->scratch;
+    buf_reset(b);
+    *copied = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!plain_original(&items[i])) continue;
+        const struct record *r = items[i].rec;
+        const struct decision *d = &items[i].d;
+        char num[24];
+        copy_field(b, d->tenant_id, strlen(d->tenant_id), false);
+        copy_field(b, d->event_type, d->event_type ? strlen(d->event_type) : 0, false);
+        copy_field(b, r->topic, strlen(r->topic), false);
+        snprintf(num, sizeof num, "%d", (int)r->partition);
+        copy_field(b, num, strlen(num), false);
+        snprintf(num, sizeof num, "%lld", (long long)r->offset);
+        copy_field(b, num, strlen(num), false);
+        if (r->key) {
+            buf_reset(tmp);
+            record_text(tmp, r->key, r->key_len);
+            copy_field(b, tmp->data ? tmp->data : "", tmp->len, false);
+        } else {
+            copy_field(b, NULL, 0, false);
+        }
+        if (r->nheaders) {
+            buf_reset(tmp);
+            record_headers_json(r, tmp);
+            copy_field(b, tmp->data, tmp->len, false);
+        } else {
+            copy_field(b, NULL, 0, false);
+        }
+        copy_field(b, r->value ? r->value : "", r->value_len, true);
+        (*copied)++;
+    }
+    if (*copied == 0) return 1;
+    PGresult *res = PQexec(db->conn, SQL_JOURNAL_COPY);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        bool row_level = row_level_error(res) && PQstatus(db->conn) == CONNECTION_OK;
+        if (!row_level) *err = pg_error(db->conn, res, "starting COPY into the journal");
+        PQclear(res);
+        return row_level ? 0 : -1;
+    }
+    PQclear(res);
+    if (PQputCopyData(db->conn, b->data, (int)b->len) != 1 || PQputCopyEnd(db->conn, NULL) != 1) {
+        *err = pg_error(db->conn, NULL, "sending COPY data");
+        return -1;
+    }
+    int rc = 1;
+    while ((res = PQgetResult(db->conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            if (row_level_error(res) && PQstatus(db->conn) == CONNECTION_OK) {
+                rc = rc == 1 ? 0 : rc;
+            } else {
+                if (rc != -1) *err = pg_error(db->conn, res, "COPY into the journal");
+                rc = -1;
+            }
+        }
+        PQclear(res);
+    }
+    if (rc == 1)
+        for (size_t i = 0; i < n; i++)
+            items[i].copied = plain_original(&items[i]);
+    return rc;
+}
+
+static void report_copied(struct batch_item *items, size_t n, struct write_stats *stats,
+                          db_persisted_fn on_persisted, void *opaque)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].copied) continue;
+        stats->journal_new++;
+        if (on_persisted)
+            on_persisted(opaque, 0, items[i].d.tenant_id, items[i].d.event_type,
+                         items[i].rec->topic, 0, 0, 0, NULL);
+    }
+}
+
 /* Inserts the journal rows of items[from..to); the caller clears the result. */
 static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t from, size_t to)
 {
@@ -331,11 +454,26 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     size_t nsingles = 0;
     if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
 
-    size_t njournal = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t njournal = 0, ncopied = 0;
+    for (size_t i = 0; i < n; i++) {
         njournal += !items[i].d.to_dlq;
+        items[i].copied = false;
+    }
 
     if (njournal) {
+        int c = copy_plain(db, items, n, &ncopied, err);
+        if (c < 0) {
+            exec_ok(db, "ROLLBACK", NULL);
+            goto retry;
+        }
+        if (c == 0) {
+            /* a duplicate or a refused row: the INSERT statement sorts them out */
+            exec_ok(db, "ROLLBACK", NULL);
+            if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
+            ncopied = 0;
+        }
+    }
+    if (njournal > ncopied) {
         journal = journal_insert(db, items, 0, n);
         if (PQresultStatus(journal) != PGRES_TUPLES_OK) {
             if (!row_level_error(journal) || PQstatus(db->conn) != CONNECTION_OK) {
@@ -343,10 +481,14 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
                 exec_ok(db, "ROLLBACK", NULL);
                 goto retry;
             }
-            /* one or more rows refused: find them one at a time, each under a savepoint */
+            /* one or more rows refused: find them one at a time, each under a savepoint
+             * (the COPY above is rolled back too: every row goes one at a time) */
             PQclear(journal);
             journal = NULL;
             exec_ok(db, "ROLLBACK", NULL);
+            for (size_t i = 0; i < n; i++)
+                items[i].copied = false;
+            ncopied = 0;
             if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
             for (size_t i = 0; i < n; i++) {
                 if (items[i].d.to_dlq) continue;
@@ -396,6 +538,7 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
         PQclear(dlq);
         goto retry;
     }
+    report_copied(items, n, stats, on_persisted, opaque);
     if (journal) report_persisted(journal, stats, on_persisted, opaque);
     for (size_t k = 0; k < nsingles; k++)
         report_persisted(singles[k], stats, on_persisted, opaque);

@@ -30,6 +30,7 @@ struct batch_item {
     const struct record *rec;
     struct decision d;
     bool is_object;
+    bool copied; /* written by COPY in this batch (set by db_write_batch) */
 };
 
 struct write_stats {

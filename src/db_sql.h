@@ -60,6 +60,11 @@
     "  replayed_from_dlq_id, replay_source FROM ins"
 /* clang-format on */
 
+/* The plain originals of a batch (no replay marker): columns in the order of copy_plain(). */
+#define SQL_JOURNAL_COPY                                                                           \
+    "COPY event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset,"             \
+    " event_key, headers, payload) FROM STDIN"
+
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
  * attempt on that entry (once per Kafka position) instead of adding a row. */
 #define SQL_DLQ_INSERT                                                                             \

@@ -17,10 +17,10 @@ struct policy_set {
     struct policy_schedule *schedules;
     size_t nschedules;
     int version;
-    bool builtin_decide; /* describe, detect_replay and route are the defaults: C decides */
+    bool builtin_decide;         /* describe, detect_replay and route are the defaults: C decides */
     const struct strlist *files; /* the configuration's list (it outlives the set) */
-    int runtime_ref;     /* registry reference to the runtime's table */
-    int decide_ref;      /* registry reference to runtime.decide */
+    int runtime_ref;             /* registry reference to the runtime's table */
+    int decide_ref;              /* registry reference to runtime.decide */
 };
 
 /* Lua shortens a chunk name to LUA_IDSIZE characters ("...cies/main.lua:4: ..."): put the
