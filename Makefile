@@ -14,7 +14,7 @@ OBJ      := $(SRC:src/%.c=build/obj/%.o) build/obj/assets_gen.o
 ASAN_OBJ := $(SRC:src/%.c=build/asan/obj/%.o) build/asan/obj/assets_gen.o
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all asan test unit e2e fuzz bench demo deps format format-check clean chaos valgrind
+.PHONY: all asan test unit e2e fuzz bench api-rate demo deps format format-check clean chaos valgrind
 all: build/eventsink
 
 deps:
@@ -108,6 +108,10 @@ valgrind: all
 bench:
 	@scripts/install-deps.sh
 	tests/bench/run.sh
+
+api-rate: all
+	@scripts/install-deps.sh
+	.venv/bin/python tests/bench/api_rate.py
 
 demo:
 	@scripts/install-deps.sh

@@ -805,13 +805,14 @@ def test_a_flood_while_postgres_is_down_or_stuck_is_held_within_the_fetch_queue(
         kafka, pg, db, topic, sink):
     """A backlog cannot grow the process without bound. PostgreSQL down: the batch is held,
     the partitions are paused, nothing more is fetched. PostgreSQL stuck (a lock holds the
-    journal's INSERT): librdkafka prefetches at most queued.max.messages.kbytes (64 MiB).
+    journal's write): librdkafka prefetches at most queued.max.messages.kbytes (set in
+    src/consumer.c; 16 MiB at the time of writing, the bound below allows 64 MiB).
     Each time ~100 MB are produced meanwhile, and all of it lands once PostgreSQL is back."""
     s = sink(topics=[topic], dsn=db, allow_errors=True)
     kafka.produce(topic, event_records([make_event(i) for i in range(100)]))
     wait_rows(db, JOURNAL_COUNT, 100, sinks=[s])
     sanitized = b"__asan_init" in harness.eventsink_bin().read_bytes()
-    bound = 64 + (300 if sanitized else 100)  # the fetch queue, plus slack
+    bound = 64 + (400 if sanitized else 100)  # the fetch queue, plus slack (ASan: quarantine)
     n = 45_000
     peaks = {}
 
