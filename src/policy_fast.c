@@ -166,7 +166,9 @@ static int to_id(const char *p, size_t n, bool is_string, int64_t *out)
     if (n == 0) return is_string ? 0 : -1;
     if (!plain_int(p, n)) return -1;
     if (p[0] == '-') return 0;
-    long long v = strtoll(p, NULL, 10);
+    long long v = 0; /* p is not NUL-terminated (a header value): only its n digits */
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (p[i] - '0');
     if (v < 1 || v > MAX_ID) return 0;
     (void)is_string;
     *out = v;

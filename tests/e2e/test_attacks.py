@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -56,30 +57,29 @@ return {
 }
 """
 
-# Every route of the four tables, as (method, path template, open). {e} is an event id,
-# {d} a DLQ entry id, {j} a replay job id: filled with an object of the tenant under test.
-ROUTES = [
-    ("GET", "/health", True),
-    ("GET", "/ready", True),
-    ("GET", "/", True),
-    ("GET", "/events/latest", False),
-    ("GET", "/events/{e}/lineage", False),
-    ("GET", "/events/{e}", False),
-    ("GET", "/dlq", False),
-    ("GET", "/dlq/{d}", False),
-    ("GET", "/admin/policies", False),
-    ("POST", "/admin/reload", False),
-    ("POST", "/replay/batch", False),
-    ("POST", "/replay/range", False),
-    ("GET", "/replay/jobs", False),
-    ("GET", "/replay/jobs/{j}", False),
-    ("POST", "/replay/jobs/{j}/cancel", False),
-    ("POST", "/replay/{e}", False),
-    ("POST", "/dlq/retry", False),
-    ("POST", "/dlq/{d}/retry", False),
-    ("POST", "/dlq/{d}/discard", False),
-    ("POST", "/webhooks/replay", True),
-]
+# Every route of the route tables (src/api_*.c: api_routes.c, api_replay.c, api_webhook.c,
+# api_status.c), read from the source so that a new endpoint is attacked too, as (method,
+# path template, open). {e} is an event id, {d} a DLQ entry id, {j} a replay job id: filled
+# with an object of the tenant under test.
+_ROUTE = re.compile(r'\{"(GET|POST|PUT|PATCH|DELETE)", "(/[^"]*)", (true|false), \w+\}')
+_ID_KIND = (("/events/{id}", "/events/{e}"), ("/dlq/{id}", "/dlq/{d}"),
+            ("/replay/jobs/{id}", "/replay/jobs/{j}"), ("/replay/{id}", "/replay/{e}"))
+
+
+def _routes_from_source() -> list[tuple[str, str, bool]]:
+    out = []
+    for f in sorted((harness.REPO / "src").glob("api_*.c")):
+        for m in _ROUTE.finditer(f.read_text()):
+            path = m.group(2)
+            for a, b in _ID_KIND:
+                path = path.replace(a, b)
+            out.append((m.group(1), path.replace("{id}", "{e}"), m.group(3) == "true"))
+    return out
+
+
+ROUTES = _routes_from_source()
+# CONTRACT section 2 (and the README): only these answer without a bearer token
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/"), ("POST", "/webhooks/replay")}
 PROTECTED = [(m, p) for m, p, open_ in ROUTES if not open_]
 
 # SQL metacharacters and friends, for every parameter, path segment and body field
@@ -278,6 +278,8 @@ BAD_AUTH = [
 
 def test_every_endpoint_refuses_bad_tokens_wrong_roles_and_other_tenants(kafka, db, topic, sink,
                                                                           tmp_path):
+    assert len(ROUTES) >= 21, ROUTES
+    assert {(m, p) for m, p, open_ in ROUTES if open_} == OPEN_ROUTES, ROUTES
     w = World(kafka, db, topic, sink, tmp_path)
     before = snapshot(db)
     problems: list[str] = []
@@ -335,6 +337,9 @@ def test_every_endpoint_refuses_bad_tokens_wrong_roles_and_other_tenants(kafka, 
     assert ok_json(w.acme.get("/dlq", params={"tenant": "globex"})) == {"entries": []}
     assert [d["id"] for d in ok_json(w.acme.get("/dlq"))["entries"]] == [w.dlq_acme]
     assert [j["id"] for j in ok_json(w.acme.get("/replay/jobs"))["jobs"]] == [w.job_acme]
+    stats = ok_json(w.acme.get("/stats"))
+    assert (stats["events"]["original"], stats["events"]["replayed"]) == (10, 1), stats
+    assert sum(d["count"] for d in stats["dlq"]) == 1, stats
     lineage = ok_json(w.acme.get(f"/events/{w.acme_ids[0]}/lineage"))
     assert {e["tenant_id"] for e in lineage["descendants"]} == {"acme"}
     rng = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z", "dry_run": True}
@@ -422,6 +427,9 @@ def test_sql_metacharacters_everywhere_are_data_not_code(kafka, db, topic, sink,
             if _never_500(problems, r, f"/dlq?{param}={inj[:30]!r}", (200, 400)) \
                     and r.status_code == 200 and "\x00" not in inj and r.json()["entries"]:
                 problems.append(f"/dlq?{param}={inj[:30]!r} returned entries")
+        for param in ("window_s", "bin_s"):
+            _never_500(problems, ops.get("/stats", params={param: inj}),
+                       f"/stats?{param}={inj[:30]!r}", (400,))
         for param in ("status", "limit"):
             _never_500(problems, ops.get("/dlq", params={param: inj}),
                        f"/dlq?{param}={inj[:30]!r}", (400,))

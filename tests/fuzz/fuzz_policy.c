@@ -120,6 +120,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(same(d.tenant_id, l.tenant_id) && same(d.event_type, l.event_type));
     assert(same(d.replay_source, l.replay_source));
     assert(d.replayed_from_event_id == l.replayed_from_event_id);
+    if (d.replayed_from_dlq_id != l.replayed_from_dlq_id || d.replay_job_id != l.replay_job_id)
+        fprintf(stderr, "C: dlq %lld job %lld; Lua: dlq %lld job %lld\n",
+                (long long)d.replayed_from_dlq_id, (long long)d.replay_job_id,
+                (long long)l.replayed_from_dlq_id, (long long)l.replay_job_id);
     assert(d.replayed_from_dlq_id == l.replayed_from_dlq_id && d.replay_job_id == l.replay_job_id);
     decision_clear(&d);
     decision_clear(&l);
