@@ -298,14 +298,23 @@ static const char *get_str(PGresult *res, int row, int col)
 }
 
 static void report_persisted(PGresult *res, struct write_stats *stats, db_persisted_fn on_persisted,
-                             void *opaque)
+                             db_dlq_fn on_dlq, void *opaque)
 {
     int rows = PQntuples(res);
-    stats->journal_new += (size_t)rows;
-    for (int k = 0; k < rows && on_persisted; k++)
-        on_persisted(opaque, get_i64(res, k, 0), get_str(res, k, 1), get_str(res, k, 2),
-                     get_str(res, k, 3), (int)get_i64(res, k, 4), get_i64(res, k, 5),
-                     get_i64(res, k, 6), get_str(res, k, 7));
+    for (int k = 0; k < rows; k++) {
+        if (PQgetvalue(res, k, 8)[0] == 't') {
+            /* a second copy of a replay, kept in the DLQ (resolved): see SQL_JOURNAL_ROWS */
+            stats->dlq_new++;
+            stats->duplicate_replays++;
+            if (on_dlq) on_dlq(opaque, get_i64(res, k, 0), "duplicate_replay", false);
+            continue;
+        }
+        stats->journal_new++;
+        if (on_persisted)
+            on_persisted(opaque, get_i64(res, k, 0), get_str(res, k, 1), get_str(res, k, 2),
+                         get_str(res, k, 3), (int)get_i64(res, k, 4), get_i64(res, k, 5),
+                         get_i64(res, k, 6), get_str(res, k, 7));
+    }
 }
 
 /* ---- COPY of the plain originals ------------------------------------------------------------
@@ -539,10 +548,11 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
         goto retry;
     }
     report_copied(items, n, stats, on_persisted, opaque);
-    if (journal) report_persisted(journal, stats, on_persisted, opaque);
+    if (journal) report_persisted(journal, stats, on_persisted, on_dlq, opaque);
     for (size_t k = 0; k < nsingles; k++)
-        report_persisted(singles[k], stats, on_persisted, opaque);
-    stats->journal_dup = njournal - stats->db_rejects - stats->journal_new;
+        report_persisted(singles[k], stats, on_persisted, on_dlq, opaque);
+    stats->journal_dup =
+        njournal - stats->db_rejects - stats->journal_new - stats->duplicate_replays;
     if (dlq) {
         for (int k = 0; k < PQntuples(dlq); k++) {
             bool retry = PQgetvalue(dlq, k, 2)[0] == 't';

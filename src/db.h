@@ -34,11 +34,12 @@ struct batch_item {
 };
 
 struct write_stats {
-    size_t journal_new; /* rows inserted into the journal */
-    size_t journal_dup; /* records already in the journal (redelivered) */
-    size_t dlq_new;     /* rows inserted into the DLQ */
-    size_t dlq_retried; /* retried DLQ entries that failed again */
-    size_t db_rejects;  /* rows PostgreSQL refused, moved to the DLQ */
+    size_t journal_new;       /* rows inserted into the journal */
+    size_t journal_dup;       /* records already in the journal (redelivered) */
+    size_t dlq_new;           /* rows inserted into the DLQ */
+    size_t dlq_retried;       /* retried DLQ entries that failed again */
+    size_t db_rejects;        /* rows PostgreSQL refused, moved to the DLQ */
+    size_t duplicate_replays; /* second copies of a job's replay, kept in the DLQ */
 };
 
 /* Called for every journal row inserted, after the transaction committed. */

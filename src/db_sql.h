@@ -20,8 +20,11 @@
 
 /* One batch of journal rows, one array per column. A replay takes its depth from its
  * parent row (looked up only for replays). ON CONFLICT without a target: a redelivered
- * record (topic, partition, offset) and a second copy of one job's replay of an event
- * (replay_job_id, replayed_from_event_id) are both skipped. */
+ * record (its topic, partition and offset are in the journal already) is skipped, and so
+ * is a second copy of one job's replay of an event (a resumed job that produced an event
+ * again, or forged markers) — that one is not lost: `dup` keeps it in the DLQ, resolved,
+ * pointing at the journal row that holds the first copy. The result lists the journal
+ * rows (dup false) and those DLQ rows (dup true). */
 /* clang-format off */
 #define SQL_JOURNAL_ROWS \
     "WITH r AS (" \
@@ -41,12 +44,36 @@
     "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id" \
     " FROM r ORDER BY r.ord" \
     " ON CONFLICT DO NOTHING" \
-    " RETURNING id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
-    "  replayed_from_dlq_id, replay_source)"
+    " RETURNING id, tenant_id, event_type, topic, kafka_partition, kafka_offset, replay_count," \
+    "  replayed_from_event_id, replayed_from_dlq_id, replay_source" \
+    "), dup AS (" \
+    " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key," \
+    "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id)" \
+    " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb," \
+    "  convert_to(r.payload, 'UTF8'), 'duplicate_replay'," \
+    "  'a second copy of replay job ' || r.replay_job_id || ' of '" \
+    "  || coalesce('event ' || r.replayed_from_event_id, 'DLQ entry ' || r.replayed_from_dlq_id, '?')" \
+    "  || '; journal row ' || coalesce(f.id::text, '?') || ' holds the first'," \
+    "  r.tenant_id, 'resolved', f.id" \
+    " FROM r LEFT JOIN LATERAL (SELECT j.id FROM event_journal j" \
+    "  WHERE j.replay_job_id = r.replay_job_id" \
+    "  AND (j.replayed_from_event_id = r.replayed_from_event_id" \
+    "   OR j.replayed_from_dlq_id = r.replayed_from_dlq_id) LIMIT 1) f ON true" \
+    " WHERE r.replay_job_id IS NOT NULL" \
+    "  AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.topic = r.topic" \
+    "   AND ins.kafka_partition = r.kafka_partition AND ins.kafka_offset = r.kafka_offset)" \
+    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE j.topic = r.topic" \
+    "   AND j.kafka_partition = r.kafka_partition AND j.kafka_offset = r.kafka_offset)" \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING" \
+    " RETURNING id, tenant_id, topic" \
+    ")"
 
-#define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS \
+#define SQL_JOURNAL_RESULT \
     " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
-    "  replayed_from_dlq_id, replay_source FROM ins"
+    "  replayed_from_dlq_id, replay_source, false AS dup FROM ins" \
+    " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true FROM dup"
+
+#define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS SQL_JOURNAL_RESULT
 
 /* The same for a batch holding retried DLQ entries: each one that lands resolves its
  * entry in the same statement. */
@@ -55,9 +82,7 @@
     " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
     "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL" \
     " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'" \
-    ")" \
-    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
-    "  replayed_from_dlq_id, replay_source FROM ins"
+    ")" SQL_JOURNAL_RESULT
 /* clang-format on */
 
 /* The plain originals of a batch (no replay marker): columns in the order of copy_plain(). */

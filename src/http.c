@@ -256,6 +256,15 @@ static void finish_log(struct conn_state *st, int status)
              st->rq.token ? st->rq.token->name : "-");
 }
 
+static enum MHD_Result arg_has_nul(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    int *nul = cls;
+    if (strlen(key) != key_size || (value && strlen(value) != value_size)) *nul = 1;
+    return MHD_YES;
+}
+
 static void dispatch(struct http_server *s, struct conn_state *st, struct http_resp *rs)
 {
     struct http_req *rq = &st->rq;
@@ -311,6 +320,13 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
                        rq->token->role, rq->route);
             return;
         }
+    }
+    int nul = 0;
+    MHD_get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, arg_has_nul, &nul);
+    if (nul) {
+        /* libmicrohttpd cuts a value at %00: refuse it rather than act on half of it */
+        http_error(rs, 400, "bad_request", "a query parameter holds a NUL (%%00)");
+        return;
     }
     if (rq->body_too_large) {
         http_error(rs, 413, "body_too_large", "the body is over http.max_body_bytes (%ld)",

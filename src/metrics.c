@@ -66,9 +66,9 @@ static void preset(void)
     static bool done = false;
     if (done) return;
     done = true;
-    static const char *const reasons[] = {"invalid_json", "invalid_utf8",   "nul_character",
-                                          "too_large",    "missing_tenant", "policy_error",
-                                          "policy_route", "db_reject",      NULL};
+    static const char *const reasons[] = {
+        "invalid_json", "invalid_utf8", "nul_character", "too_large",        "missing_tenant",
+        "policy_error", "policy_route", "db_reject",     "duplicate_replay", NULL};
     for (const char *const *r = reasons; *r; r++)
         find_or_add(&dlq_events, *r, NULL);
     static const char *const sources[] = {"operator_api", "scheduled", "automated", "webhook",

@@ -201,7 +201,10 @@ static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
                  "attempt",
                  id, reason);
     else
-        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")", reason, id);
+        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")%s", reason, id,
+                 strcmp(reason, "duplicate_replay") == 0
+                     ? ": a second copy of a replay already in the journal, kept resolved"
+                     : "");
 }
 
 static bool ensure_db(struct pipeline *p, char **err)

@@ -882,10 +882,6 @@ def test_a_client_cannot_raise_the_replay_rate_over_the_configured_cap(kafka, db
 # 7. the Kafka entry point: forged replay markers
 # --------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="service bug (issue 7 report): a record whose replay "
-                   "markers repeat an existing (replay_job_id, replayed_from_event_id) pair "
-                   "is dropped by ON CONFLICT DO NOTHING on event_journal_replay_once: it is "
-                   "in neither the journal nor the DLQ, and nothing is logged")
 def test_forged_replay_markers_cannot_make_an_event_vanish(kafka, db, topic, sink, tmp_path):
     """Anyone who may produce to the topic can copy the markers of an event the service
     replayed (say, a downstream system re-publishing what it received). Such a record is
@@ -914,3 +910,10 @@ def test_forged_replay_markers_cannot_make_an_event_vanish(kafka, db, topic, sin
         if n != 1:
             missing.append(((p, o), n))
     assert not missing, f"records stored 0 or 2 times: {missing}"
+    # kept as a resolved DLQ entry that points at the journal row holding the first copy
+    first = scalar(db, "SELECT id FROM event_journal WHERE replay_job_id = %s AND "
+                       "replayed_from_event_id = %s", (job, src))
+    rows = query(db, "SELECT reason, status, resolved_event_id FROM dead_letter_queue WHERE "
+                     "topic = %s AND (kafka_partition, kafka_offset) IN ((%s, %s), (%s, %s))",
+                 (topic, *positions[0], *positions[1]))
+    assert sorted(rows) == [("duplicate_replay", "resolved", first)] * 2, rows
