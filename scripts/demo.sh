@@ -49,6 +49,7 @@ tailpid=$!
 start=$(date +%s)
 round=1
 while :; do
+  kill -0 "$sink" 2>/dev/null || { echo "demo: eventsink stopped; see $log" >&2; exit 1; }
   demo/events.sh "$round" | kcat -b "$bootstrap" -t apexflow.leads.created -P -K $'\t' 2>/dev/null || true
   round=$((round + 1))
   if [ -n "${DEMO_SECONDS:-}" ] && [ $(( $(date +%s) - start )) -ge "$DEMO_SECONDS" ]; then break; fi
