@@ -332,8 +332,8 @@ def test_every_endpoint_refuses_bad_tokens_wrong_roles_and_other_tenants(kafka, 
     seen = ok_json(w.acme.get("/events/latest", params={"limit": 1000}))["events"]
     assert seen and {e["tenant_id"] for e in seen} == {"acme"}
     for raw_q in ("tenant=%00", "tenant=%00globex", "tenant=globex%00", "topic=%00&tenant=%00"):
-        got = ok_json(w.acme.get("/events/latest?limit=1000&" + raw_q))["events"]
-        assert {e["tenant_id"] for e in got} <= {"acme"}, (raw_q, got[:2])
+        # libmicrohttpd cuts a value at %00: the API refuses it rather than filter on half
+        expect(w.acme.get("/events/latest?limit=1000&" + raw_q), 400, f"NUL in {raw_q}")
     assert ok_json(w.acme.get("/dlq", params={"tenant": "globex"})) == {"entries": []}
     assert [d["id"] for d in ok_json(w.acme.get("/dlq"))["entries"]] == [w.dlq_acme]
     assert [j["id"] for j in ok_json(w.acme.get("/replay/jobs"))["jobs"]] == [w.job_acme]
