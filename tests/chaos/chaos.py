@@ -804,12 +804,18 @@ class Chaos:
                         problems.append(f"service replay at {(p, o)}: journal replay_job_id "
                                         f"{j['job']}, header says {job}")
                     continue
-                if (p, o) in dlq:
-                    problems.append(f"service replay of job {job} at {(p, o)} was dead-lettered "
-                                    f"as {dlq[(p, o)]['reason']}")
-                    continue
                 frm = h.get("x-replayed-from-event-id")
                 frm_dlq = h.get("x-replayed-from-dlq-id")
+                if (p, o) in dlq:
+                    # a resumed job's second copy is kept in the DLQ as duplicate_replay
+                    known = (frm is not None and replay_pairs.get((job, int(frm)))) or \
+                        (frm_dlq is not None and replay_pairs_dlq.get((job, int(frm_dlq))))
+                    if dlq[(p, o)]["reason"] == "duplicate_replay" and known:
+                        suppressed += 1
+                    else:
+                        problems.append(f"service replay of job {job} at {(p, o)} was "
+                                        f"dead-lettered as {dlq[(p, o)]['reason']}")
+                    continue
                 if frm is not None and replay_pairs.get((job, int(frm))):
                     suppressed += 1  # a resumed job's second copy, recognised
                 elif frm_dlq is not None and replay_pairs_dlq.get((job, int(frm_dlq))):
