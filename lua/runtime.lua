@@ -53,7 +53,9 @@ function defaults.detect_replay(ev)
         local from = to_id(p._replayed_from_event_id)
         local src = p._replay_source
         if from or present(src) or present(p._replayed_from_dlq_id) then
-            return present(src) and tostring(src) or "unknown", from
+            -- a tag is text: a table or boolean here says nothing useful
+            local t = type(src)
+            return (t == "string" or t == "number") and tostring(src) or "unknown", from
         end
     end
     local h = ev.headers
