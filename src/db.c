@@ -72,6 +72,19 @@ bool db_alive(struct db *db)
     return db && db->conn && PQstatus(db->conn) == CONNECTION_OK;
 }
 
+PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
+                          const char *const *params)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+    const char *m = PQresultErrorMessage(r);
+    if (!m || !*m) m = PQerrorMessage(c);
+    log_warn("%s: %s", who, m && *m ? m : "PostgreSQL did not answer");
+    PQclear(r);
+    return NULL;
+}
+
 bool db_ping(struct db *db)
 {
     return exec_ok(db, "SELECT 1", NULL) && db_alive(db);

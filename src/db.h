@@ -17,6 +17,11 @@ struct db;
 struct db *db_connect(const char *dsn, const char *application_name, char **err);
 void db_close(struct db *db);
 bool db_alive(struct db *db);
+/* Runs a parameterised query on a connection of a background thread; on failure logs it
+ * as "who: message" and returns NULL, else the result (the caller clears it). */
+PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
+                          const char *const *params);
+
 /* Runs a trivial query: true when the server answers. */
 bool db_ping(struct db *db);
 PGconn *db_conn(struct db *db);

@@ -340,37 +340,10 @@ void decision_clear(struct decision *d)
     memset(d, 0, sizeof *d);
 }
 
-char *policy_replay_source(struct policy_set *ps, const char *kind, const char *requested_by,
-                           const char *reason, bool automatic, char **err)
+/* Stack: [] -> [req] ; the request table of the replay_source and replay_guard hooks. */
+static void push_request(lua_State *L, const char *kind, const char *requested_by,
+                         const char *reason, bool automatic)
 {
-    lua_State *L = lua_host_state(ps->host);
-    push_runtime_fn(ps, "replay_source");
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, kind);
-    lua_setfield(L, -2, "kind");
-    if (requested_by) {
-        lua_pushstring(L, requested_by);
-        lua_setfield(L, -2, "requested_by");
-    }
-    if (reason) {
-        lua_pushstring(L, reason);
-        lua_setfield(L, -2, "reason");
-    }
-    lua_pushboolean(L, automatic);
-    lua_setfield(L, -2, "automatic");
-    if (!lua_host_pcall(ps->host, 1, 1, err)) return NULL;
-    char *tag = opt_string(L, -1);
-    lua_pop(L, 1);
-    if (!tag) *err = xstrdup("replay_source returned no tag");
-    return tag;
-}
-
-int policy_replay_guard(struct policy_set *ps, const char *kind, const char *requested_by,
-                        const char *reason, bool automatic, long count, double *defer_s, char **why,
-                        char **err)
-{
-    lua_State *L = lua_host_state(ps->host);
-    push_runtime_fn(ps, "replay_guard");
     lua_createtable(L, 0, 5);
     lua_pushstring(L, kind);
     lua_setfield(L, -2, "kind");
@@ -384,6 +357,28 @@ int policy_replay_guard(struct policy_set *ps, const char *kind, const char *req
     }
     lua_pushboolean(L, automatic);
     lua_setfield(L, -2, "automatic");
+}
+
+char *policy_replay_source(struct policy_set *ps, const char *kind, const char *requested_by,
+                           const char *reason, bool automatic, char **err)
+{
+    lua_State *L = lua_host_state(ps->host);
+    push_runtime_fn(ps, "replay_source");
+    push_request(L, kind, requested_by, reason, automatic);
+    if (!lua_host_pcall(ps->host, 1, 1, err)) return NULL;
+    char *tag = opt_string(L, -1);
+    lua_pop(L, 1);
+    if (!tag) *err = xstrdup("replay_source returned no tag");
+    return tag;
+}
+
+int policy_replay_guard(struct policy_set *ps, const char *kind, const char *requested_by,
+                        const char *reason, bool automatic, long count, double *defer_s, char **why,
+                        char **err)
+{
+    lua_State *L = lua_host_state(ps->host);
+    push_runtime_fn(ps, "replay_guard");
+    push_request(L, kind, requested_by, reason, automatic);
     lua_pushinteger(L, count);
     lua_setfield(L, -2, "count");
     if (!lua_host_pcall(ps->host, 1, 2, err)) return -1;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 #include "replay_sql.h"
@@ -75,14 +76,7 @@ static double now_s(void)
 
 static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
-    const char *m = PQresultErrorMessage(r);
-    if (!m || !*m) m = PQerrorMessage(c);
-    log_warn("replay worker: %s", m && *m ? m : "PostgreSQL did not answer");
-    PQclear(r);
-    return NULL;
+    return db_query_logged(c, "replay worker", sql, n, p);
 }
 
 /* Runs one claimed job until it is done, cancelled or the service stops. */

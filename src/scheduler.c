@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "json.h"
 #include "jsonv.h"
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
@@ -37,14 +38,7 @@ static time_t computed_minute;
 
 static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
 {
-    PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
-    const char *m = PQresultErrorMessage(r);
-    if (!m || !*m) m = PQerrorMessage(c);
-    log_warn("scheduler: %s", m && *m ? m : "PostgreSQL did not answer");
-    PQclear(r);
-    return NULL;
+    return db_query_logged(c, "scheduler", sql, n, p);
 }
 
 static bool exec(PGconn *c, const char *sql)
