@@ -109,7 +109,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             log_error("kafka: incremental assign failed: %s", rd_kafka_error_string(e));
             rd_kafka_error_destroy(e);
         }
-        if (c->paused) rd_kafka_pause_partitions(rk, parts);
+        /* librdkafka keeps a partition's pause flag across a revoke and a later assign: a
+         * partition paused during a PostgreSQL outage, revoked, then resumed while it was
+         * not assigned (so the resume did not reach it) would come back paused and never
+         * be read again. The consumer's own state decides, both ways. */
+        if (c->paused)
+            rd_kafka_pause_partitions(rk, parts);
+        else
+            rd_kafka_resume_partitions(rk, parts);
         atomic_store(&c->kafka_up, true);
         return;
     }

@@ -1,0 +1,179 @@
+/* Unit tests for src/consumer.c against librdkafka's mock cluster (a real Kafka
+ * wire-protocol broker inside the test process): the pause state across a rebalance.
+ *
+ * The chaos run found it: the pipeline pauses fetching while PostgreSQL is down; a
+ * rebalance then revoked the partitions, the pipeline resumed while they were not
+ * assigned, and librdkafka, which keeps a partition's pause flag across a revoke and a
+ * later assign, handed them back paused: they were never read again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "config.h"
+#include "consumer.h"
+#include "log.h"
+
+#define TOPIC "unit.consumer"
+#define PER_PARTITION 20
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts)
+{
+    (void)parts;
+    *(int *)opaque += 1;
+}
+
+static int assigned_count(rd_kafka_t *rk)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a) return 0;
+    int n = a->cnt;
+    rd_kafka_topic_partition_list_destroy(a);
+    return n;
+}
+
+/* Polls the plain consumer (it must keep polling to stay in the group), dropping what it
+ * reads. */
+static void poll_other(rd_kafka_t *other)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(other, 50);
+    if (m) rd_kafka_message_destroy(m);
+}
+
+static void test_partitions_resumed_while_revoked_come_back_unpaused(void **state)
+{
+    (void)state;
+    char errstr[512];
+
+    /* the broker, with a two-partition topic holding records in both */
+    rd_kafka_conf_t *oc = rd_kafka_conf_new();
+    /* the handle only hosts the cluster: no bootstrap of its own, no warning about it */
+    assert_int_equal(rd_kafka_conf_set(oc, "log_level", "3", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *owner = rd_kafka_new(RD_KAFKA_PRODUCER, oc, errstr, sizeof errstr);
+    assert_non_null(owner);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(owner, 1);
+    assert_non_null(mc);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, 2, 1), 0);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    assert_non_null(prod);
+    for (int part = 0; part < 2; part++)
+        for (int i = 0; i < PER_PARTITION; i++)
+            assert_int_equal(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(TOPIC),
+                                               RD_KAFKA_V_PARTITION(part),
+                                               RD_KAFKA_V_VALUE("{}", 2), RD_KAFKA_V_END),
+                             0);
+    assert_int_equal(rd_kafka_flush(prod, 10000), 0);
+
+    /* our consumer, as the pipeline configures it */
+    char *topics[] = {TOPIC};
+    struct config cfg = {0};
+    cfg.kafka.brokers = "embedded"; /* the mock cluster's timings */
+    cfg.kafka.group_id = "unit-consumer";
+    cfg.kafka.topics = (struct strlist){topics, 1};
+    int revoked = 0;
+    char *err = NULL;
+    struct consumer *c = consumer_create(&cfg, bootstrap, on_revoke, &revoked, &err);
+    if (!c) fail_msg("consumer_create: %s", err ? err : "?");
+    rd_kafka_t *rk = consumer_handle(c);
+
+    /* it reads, then PostgreSQL "goes down": fetching paused */
+    int64_t deadline = mono_ms() + 30000;
+    rd_kafka_message_t *m = NULL;
+    while (!m && mono_ms() < deadline) {
+        m = consumer_poll(c, 100);
+        if (m && m->err) {
+            rd_kafka_message_destroy(m);
+            m = NULL;
+        }
+    }
+    assert_non_null(m);
+    rd_kafka_message_destroy(m);
+    assert_int_equal(assigned_count(rk), 2);
+    consumer_pause(c, true);
+
+    /* a second member joins: every partition is revoked (eager protocol) */
+    rd_kafka_conf_t *c2 = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(c2, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(c2, "group.id", "unit-consumer", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(c2, "enable.auto.commit", "false", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(c2, "session.timeout.ms", "6000", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(c2, "heartbeat.interval.ms", "1000", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *other = rd_kafka_new(RD_KAFKA_CONSUMER, c2, errstr, sizeof errstr);
+    assert_non_null(other);
+    rd_kafka_poll_set_consumer(other);
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, TOPIC, RD_KAFKA_PARTITION_UA);
+    assert_int_equal(rd_kafka_subscribe(other, sub), 0);
+    rd_kafka_topic_partition_list_destroy(sub);
+
+    deadline = mono_ms() + 60000;
+    while (!revoked && mono_ms() < deadline) {
+        m = consumer_poll(c, 50);
+        if (m) rd_kafka_message_destroy(m); /* paused: at most what was already queued */
+        poll_other(other);
+    }
+    assert_int_equal(revoked, 1);
+    /* PostgreSQL is back while nothing is assigned: the resume reaches no partition */
+    assert_int_equal(assigned_count(rk), 0);
+    consumer_pause(c, false);
+
+    /* the partition handed back must be read: nothing was committed, so from offset 0 */
+    deadline = mono_ms() + 60000;
+    int got = 0;
+    while (!got && mono_ms() < deadline) {
+        m = consumer_poll(c, 50);
+        if (m) {
+            if (!m->err) got++;
+            rd_kafka_message_destroy(m);
+        }
+        poll_other(other);
+    }
+    int n = assigned_count(rk);
+    if (!got)
+        fail_msg("no record read in 60 s after the rebalance (%d partition(s) assigned): the "
+                 "partition came back paused",
+                 n);
+    assert_int_equal(n, 1);
+
+    rd_kafka_consumer_close(other);
+    rd_kafka_destroy(other);
+    consumer_destroy(c);
+    rd_kafka_destroy(prod);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(owner);
+}
+
+int main(void)
+{
+    log_configure("info", NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_partitions_resumed_while_revoked_come_back_unpaused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
