@@ -23,9 +23,24 @@ struct consumer {
     bool closed;
     bool close_timed_out;
     atomic_bool kafka_up;
-    struct lua_host *stats; /* reads librdkafka's statistics JSON (lua/kafka_stats.lua) */
-    int stats_fn;           /* registry reference to the reader function */
+    struct lua_host *stats;  /* reads librdkafka's statistics JSON (lua/kafka_stats.lua) */
+    int stats_fn;            /* registry reference to the reader function */
+    rd_kafka_queue_t *queue; /* the consumer queue, for consumer_wake() */
 };
+
+/* The outcome of an asynchronous commit, served from consumer_poll(). A failed commit
+ * loses nothing: the events are in PostgreSQL, a redelivery is recognised there. */
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)offsets;
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
+             "redelivery will be skipped",
+             rd_kafka_err2str(err));
+}
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
@@ -177,6 +192,7 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
 
     char errstr[512];
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
@@ -185,6 +201,7 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
         goto conf_error;
     }
     rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
 
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new((int)cfg->kafka.topics.n);
@@ -251,6 +268,8 @@ void consumer_close(struct consumer *c, int timeout_ms)
 void consumer_destroy(struct consumer *c)
 {
     if (!c) return;
+    if (c->queue) rd_kafka_queue_destroy(c->queue);
+    c->queue = NULL;
     if (c->rk) {
         consumer_close(c, 5000);
         rd_kafka_destroy_flags(c->rk,
@@ -282,9 +301,10 @@ rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms)
     return NULL;
 }
 
-bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, char **err)
+bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async,
+                     char **err)
 {
-    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, offsets, 0);
+    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, offsets, async ? 1 : 0);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET) return true;
     if (err) {
         struct buf m = {0};
@@ -326,6 +346,11 @@ void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *po
     }
     rd_kafka_topic_partition_list_destroy(todo);
     rd_kafka_topic_partition_list_destroy(assigned);
+}
+
+void consumer_wake(struct consumer *c)
+{
+    if (c && c->queue) rd_kafka_queue_yield(c->queue);
 }
 
 bool consumer_kafka_up(struct consumer *c)

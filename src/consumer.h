@@ -25,8 +25,13 @@ void consumer_destroy(struct consumer *c);
  * about one message are logged here and NULL is returned. */
 rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms);
 
-/* Commits the given offsets (next offset to read) synchronously. */
-bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, char **err);
+/* Commits the given offsets (next offset to read). Synchronously, or (async) queued in
+ * order behind earlier commits, a failure then logged from consumer_poll(). */
+bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async,
+                     char **err);
+
+/* Makes a consumer_poll() blocked in another thread return now (thread-safe). */
+void consumer_wake(struct consumer *c);
 
 /* Stops or restarts fetching on every assigned partition (and on partitions assigned later,
  * while paused). */

@@ -22,6 +22,7 @@
 #include "status.h"
 #include "record.h"
 #include "reload.h"
+#include "writer.h"
 
 volatile sig_atomic_t pipeline_stop_requested = 0;
 
@@ -30,6 +31,7 @@ volatile sig_atomic_t pipeline_stop_requested = 0;
 #define REVOKE_FLUSH_MS 5000
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
+#define LINGER_MS 2 /* the writer is idle: a batch closes once no record came for this long */
 
 struct slot {
     rd_kafka_message_t *msg;
@@ -37,21 +39,34 @@ struct slot {
     struct record_header *headers;
 };
 
+/* The records of one transaction, and their decisions once taken. */
+struct batch {
+    struct slot *slots;
+    size_t n, cap;
+    struct batch_item *items; /* items[i] decides slots[i], for i < ndecided */
+    size_t ndecided, icap;
+    int64_t started_ms; /* its first record arrived */
+    int64_t write_ms;   /* handed to PostgreSQL */
+};
+
 struct pipeline {
     struct config *cfg;
     struct consumer *consumer;
     struct producer *producer;
     struct policy_ctl *ctl;
-    struct db *db;
+    struct db *db; /* the writer's while a job is submitted, else this thread's */
     struct policy_set *policies;
     int policy_version;
 
-    struct slot *slots; /* the batch being gathered */
-    size_t n, cap;
-    int64_t started_ms;
-    rd_kafka_message_t **held; /* arrived while a flush waited for PostgreSQL */
+    struct batch cur;      /* being gathered from Kafka */
+    struct batch fly;      /* being written: the next one is gathered meanwhile */
+    bool in_flight;        /* fly was handed over and its outcome not yet taken */
+    bool submitted;        /* ... to the writer thread (else it failed before that) */
+    struct writer *writer; /* writes fly while this thread polls and decides cur */
+    struct writer_job job; /* fly's write */
+    rd_kafka_topic_partition_list_t *unsynced; /* committed asynchronously since commit_sync */
+    rd_kafka_message_t **held;                 /* arrived while a flush waited for PostgreSQL */
     size_t nheld, capheld;
-    struct batch_item *items;
 
     bool flushing;  /* a flush is waiting for PostgreSQL */
     bool abandoned; /* a rebalance took the partitions while the flush waited */
@@ -114,43 +129,64 @@ static void add_message(struct pipeline *p, rd_kafka_message_t *m)
         p->held[p->nheld++] = m;
         return;
     }
-    if (p->n == p->cap) {
-        p->cap = p->cap ? p->cap * 2 : 256;
-        p->slots = xrealloc(p->slots, p->cap * sizeof *p->slots);
+    struct batch *b = &p->cur;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 256;
+        b->slots = xrealloc(b->slots, b->cap * sizeof *b->slots);
     }
-    if (p->n == 0) p->started_ms = now_ms();
-    slot_fill(&p->slots[p->n++], m);
+    if (b->n == 0) b->started_ms = now_ms();
+    slot_fill(&b->slots[b->n++], m);
 }
 
-static void batch_clear(struct pipeline *p)
+/* Gives the batch's messages back to librdkafka, and drops its decisions. */
+static void batch_release(struct batch *b)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        rd_kafka_message_destroy(p->slots[i].msg);
-        free(p->slots[i].headers);
+    for (size_t i = 0; i < b->ndecided; i++)
+        decision_clear(&b->items[i].d);
+    for (size_t i = 0; i < b->n; i++) {
+        rd_kafka_message_destroy(b->slots[i].msg);
+        free(b->slots[i].headers);
     }
-    p->n = 0;
-    /* messages that arrived during the flush start the next batch */
+    b->n = b->ndecided = 0;
+}
+
+static void batch_free(struct batch *b)
+{
+    batch_release(b);
+    free(b->slots);
+    free(b->items);
+}
+
+/* Messages that arrived while a flush waited for PostgreSQL join the batch being
+ * gathered, after what it holds (they came later). */
+static void take_held(struct pipeline *p)
+{
     size_t nheld = p->nheld;
     p->nheld = 0;
     for (size_t i = 0; i < nheld; i++)
         add_message(p, p->held[i]);
 }
 
-/* Drops the batch and what is held without committing: Kafka delivers them again, to this
- * instance (it seeks back) or to whoever owns their partitions now. */
-static void batch_abandon(struct pipeline *p)
+/* The first offset of each partition in b, into back (unless an earlier batch set it). */
+static void first_offsets(const struct batch *b, rd_kafka_topic_partition_list_t *back)
 {
-    rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new((int)p->n + 1);
-    for (size_t i = 0; i < p->n; i++) {
-        rd_kafka_message_t *m = p->slots[i].msg;
-        rd_kafka_topic_partition_t *e =
-            rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition);
-        if (!e)
+    for (size_t i = 0; i < b->n; i++) {
+        rd_kafka_message_t *m = b->slots[i].msg;
+        if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
             rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)
                 ->offset = m->offset;
-        else if (m->offset < e->offset)
-            e->offset = m->offset;
     }
+}
+
+/* Drops every unwritten record (the batch written, the one gathered, what is held) without
+ * committing: Kafka delivers them again, to this instance (it seeks back) or to whoever
+ * owns their partitions now. Each partition's records are in consumption order across
+ * fly, cur and held, so the first one seen is the one to go back to. */
+static void abandon_all(struct pipeline *p)
+{
+    rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new(16);
+    first_offsets(&p->fly, back);
+    first_offsets(&p->cur, back);
     for (size_t i = 0; i < p->nheld; i++) {
         rd_kafka_message_t *m = p->held[i];
         if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
@@ -159,16 +195,47 @@ static void batch_abandon(struct pipeline *p)
         rd_kafka_message_destroy(m);
     }
     p->nheld = 0;
-    if (p->n)
-        log_warn("dropping an unwritten batch of %zu event(s) without committing: Kafka "
-                 "delivers them again",
-                 p->n);
-    batch_clear(p);
+    size_t n = p->fly.n + p->cur.n;
+    if (n)
+        log_warn("dropping %zu unwritten event(s) without committing: Kafka delivers them "
+                 "again",
+                 n);
+    batch_release(&p->fly);
+    batch_release(&p->cur);
     consumer_seek(p->consumer, back);
     rd_kafka_topic_partition_list_destroy(back);
 }
 
-static void publish_dead_letters(struct pipeline *p);
+/* Checks and decides the records of b not yet decided (counted as consumed here). */
+static void decide(struct pipeline *p, struct batch *b)
+{
+    if (b->ndecided == b->n) return;
+    if (b->icap < b->cap) {
+        b->icap = b->cap;
+        b->items = xrealloc(b->items, b->icap * sizeof *b->items);
+    }
+    for (size_t i = b->ndecided; i < b->n; i++) {
+        struct record *r = &b->slots[i].rec;
+        struct batch_item *it = &b->items[i];
+        char *detail = NULL;
+        const char *bad =
+            record_check(r, (size_t)p->cfg->kafka.max_message_bytes, &it->is_object, &detail);
+        it->rec = r;
+        policy_decide(p->policies, r, bad, detail, &it->d);
+    }
+    /* consumed, counted per topic (a batch rarely spans more than a few) */
+    for (size_t i = b->ndecided; i < b->n;) {
+        const char *t = b->slots[i].rec.topic;
+        size_t j = i;
+        while (j < b->n && strcmp(b->slots[j].rec.topic, t) == 0)
+            j++;
+        metrics_events_consumed(t, j - i);
+        i = j;
+    }
+    b->ndecided = b->n;
+}
+
+static void publish_dead_letters(struct pipeline *p, const struct batch *b);
 
 static void on_persisted(void *opaque, int64_t id, const char *tenant, const char *event_type,
                          const char *topic, int replay_count, int64_t from_event, int64_t from_dlq,
@@ -215,75 +282,113 @@ static bool ensure_db(struct pipeline *p, char **err)
     return p->db != NULL;
 }
 
-static void commit_offsets(struct pipeline *p)
+/* Raises each partition's offset in `into` to the next one after b's records. */
+static void merge_offsets(rd_kafka_topic_partition_list_t *into, const struct batch *b)
 {
-    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
-    for (size_t i = 0; i < p->n; i++) {
-        rd_kafka_message_t *m = p->slots[i].msg;
+    for (size_t i = 0; i < b->n; i++) {
+        rd_kafka_message_t *m = b->slots[i].msg;
         rd_kafka_topic_partition_t *e =
-            rd_kafka_topic_partition_list_find(offs, rd_kafka_topic_name(m->rkt), m->partition);
-        if (!e)
-            e = rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(m->rkt), m->partition);
+            rd_kafka_topic_partition_list_find(into, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!e) {
+            e = rd_kafka_topic_partition_list_add(into, rd_kafka_topic_name(m->rkt), m->partition);
+            e->offset = 0;
+        }
         if (m->offset + 1 > e->offset) e->offset = m->offset + 1;
     }
+}
+
+static void commit_list(struct pipeline *p, rd_kafka_topic_partition_list_t *offs, bool async)
+{
     char *err = NULL;
-    if (!consumer_commit(p->consumer, offs, &err)) {
+    if (offs->cnt && !consumer_commit(p->consumer, offs, async, &err)) {
         /* harmless for the data: the rows are in PostgreSQL and writes are idempotent */
         log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
                  "redelivery will be skipped",
                  err);
         free(err);
     }
+}
+
+/* Commits the offsets of a written batch (its transaction has committed). In the stream
+ * asynchronously, queued in order behind earlier commits; the offsets are also kept until
+ * the next synchronous commit (commit_sync), which repeats them all, so that no commit is
+ * still on its way when partitions are given up or the process exits. */
+static void commit_offsets(struct pipeline *p, const struct batch *b, bool async)
+{
+    merge_offsets(p->unsynced, b);
+    if (!async) return; /* commit_sync() follows */
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
+    merge_offsets(offs, b);
+    commit_list(p, offs, true);
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
-/* Writes the batch and commits its offsets. While PostgreSQL is unavailable it retries with
- * backoff, Kafka fetching paused, until it succeeds, the deadline passes (0: none) or a
- * rebalance takes the partitions. may_poll is false inside a rebalance callback. */
-static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
+/* Commits, and waits for, every offset written since the last time. */
+static void commit_sync(struct pipeline *p)
 {
-    if (p->n == 0) return true;
-    if (p->cap > 0) p->items = xrealloc(p->items, p->cap * sizeof *p->items);
-    for (size_t i = 0; i < p->n; i++) {
-        struct record *r = &p->slots[i].rec;
-        struct batch_item *it = &p->items[i];
-        char *detail = NULL;
-        const char *bad =
-            record_check(r, (size_t)p->cfg->kafka.max_message_bytes, &it->is_object, &detail);
-        it->rec = r;
-        policy_decide(p->policies, r, bad, detail, &it->d);
-    }
+    if (!p->unsynced->cnt) return;
+    commit_list(p, p->unsynced, false);
+    rd_kafka_topic_partition_list_destroy(p->unsynced);
+    p->unsynced = rd_kafka_topic_partition_list_new(16);
+}
 
-    /* consumed, counted per topic (a batch rarely spans more than a few) */
-    for (size_t i = 0; i < p->n;) {
-        const char *t = p->slots[i].rec.topic;
-        size_t j = i;
-        while (j < p->n && strcmp(p->slots[j].rec.topic, t) == 0)
-            j++;
-        metrics_events_consumed(t, j - i);
-        i = j;
+/* Wakes the loop's poll when the writer is done (from the writer thread). */
+static void writer_done_cb(void *arg)
+{
+    consumer_wake(arg);
+}
+
+/* Hands cur (decided) to the writer; cur starts empty. There must be no batch in flight. */
+static void submit(struct pipeline *p)
+{
+    struct batch t = p->fly;
+    p->fly = p->cur;
+    p->cur = t; /* the empty one, its buffers reused */
+    struct batch *b = &p->fly;
+    for (size_t i = 0; i < b->n; i++)
+        b->items[i].rec = &b->slots[i].rec; /* slots may have moved since decide() */
+    b->write_ms = now_ms();
+    p->job = (struct writer_job){
+        .db = NULL,
+        .items = b->items,
+        .n = b->n,
+        .policy_version = p->policy_version,
+        .on_persisted = on_persisted,
+        .on_dlq = on_dlq,
+        .opaque = p,
+        .done = writer_done_cb,
+        .done_arg = p->consumer,
+        .rc = DB_RETRY,
+    };
+    p->in_flight = true;
+    p->submitted = false;
+    char *err = NULL;
+    if (!ensure_db(p, &err)) {
+        p->job.err = err; /* complete() retries */
+        return;
     }
-    int64_t t0 = now_ms();
+    p->job.db = p->db;
+    writer_submit(p->writer, &p->job);
+    p->submitted = true;
+}
+
+/* Writes fly again until it succeeds, the deadline passes (0: none) or a rebalance takes
+ * the partitions; PostgreSQL is down meanwhile, so Kafka fetching is paused and what
+ * still arrives is held. may_poll is false inside a rebalance callback. */
+static bool retry_write(struct pipeline *p, int64_t deadline, bool may_poll, char *err)
+{
     int backoff = 100;
     bool ok = false;
     bool paused = false;
     p->flushing = true;
     p->abandoned = false;
     for (;;) {
-        char *err = NULL;
-        struct write_stats st;
-        if (ensure_db(p, &err) && db_write_batch(p->db, p->items, p->n, p->policy_version, &st,
-                                                 on_persisted, on_dlq, p, &err) == DB_OK) {
-            ok = true;
-            free(err);
-            status_set_postgres_up(true);
-            break;
-        }
         status_set_postgres_up(false);
         log_warn("PostgreSQL unavailable (%s); holding a batch of %zu event(s), offsets not "
                  "committed, retrying in %d ms",
-                 err ? err : "?", p->n, backoff);
+                 err ? err : "?", p->fly.n, backoff);
         free(err);
+        err = NULL;
         if (!paused) {
             consumer_pause(p->consumer, true);
             paused = true;
@@ -301,31 +406,74 @@ static bool flush(struct pipeline *p, int64_t deadline, bool may_poll)
         if (deadline && now_ms() >= deadline) break;
         if (!deadline && pipeline_stop_requested) deadline = now_ms() + SHUTDOWN_FLUSH_MS;
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        struct write_stats st;
+        if (ensure_db(p, &err) &&
+            db_write_batch(p->db, p->fly.items, p->fly.n, p->job.policy_version, &st, on_persisted,
+                           on_dlq, p, &err) == DB_OK) {
+            ok = true;
+            break;
+        }
     }
+    free(err);
     p->flushing = false;
     if (paused) consumer_pause(p->consumer, false);
+    if (ok) log_info("PostgreSQL is back; the held batch is written");
+    return ok;
+}
+
+/* Takes the outcome of the batch in flight, waiting for it: on success its offsets are
+ * committed; while PostgreSQL is down it is written again (retry_write). False when it
+ * was given up: then every unwritten record was dropped for Kafka to deliver again. */
+static bool complete(struct pipeline *p, int64_t deadline, bool may_poll, bool async_commit)
+{
+    if (!p->in_flight) return true;
+    if (p->submitted) writer_wait(p->writer);
+    p->submitted = false;
+    bool ok = p->job.rc == DB_OK;
+    if (ok) {
+        free(p->job.err);
+        status_set_postgres_up(true);
+    } else {
+        ok = retry_write(p, deadline, may_poll, p->job.err);
+    }
+    p->job.err = NULL;
+    p->in_flight = false;
     if (!ok) {
-        for (size_t i = 0; i < p->n; i++)
-            decision_clear(&p->items[i].d);
-        batch_abandon(p);
+        abandon_all(p);
         return false;
     }
-    if (paused) log_info("PostgreSQL is back; the held batch is written");
-    commit_offsets(p);
-    metrics_batch(p->n, (double)(now_ms() - t0) / 1000.0);
-    if (p->cfg->kafka.dlq_topic) publish_dead_letters(p);
-    for (size_t i = 0; i < p->n; i++)
-        decision_clear(&p->items[i].d);
-    batch_clear(p);
+    commit_offsets(p, &p->fly, async_commit);
+    metrics_batch(p->fly.n, (double)(now_ms() - p->fly.write_ms) / 1000.0);
+    if (p->cfg->kafka.dlq_topic) publish_dead_letters(p, &p->fly);
+    batch_release(&p->fly);
+    if (p->nheld) take_held(p);
     return true;
+}
+
+/* Writes what was gathered. The batch before it is completed first (batches are written
+ * and committed in order); cur is decided before that wait, so deciding overlaps the
+ * write. sync: also waits for this one and commits its offsets synchronously (rebalance,
+ * shutdown). */
+static bool flush(struct pipeline *p, int64_t deadline, bool may_poll, bool sync)
+{
+    decide(p, &p->cur);
+    if (!complete(p, deadline, may_poll, !sync)) return false;
+    if (p->cur.n) {
+        decide(p, &p->cur); /* records held during a retry joined it */
+        submit(p);
+    }
+    if (!sync) return true;
+    bool ok = complete(p, deadline, may_poll, false);
+    commit_sync(p); /* also what went asynchronously before, even when this one failed */
+    return ok;
 }
 
 /* kafka.dlq_topic: a copy of each dead-lettered record, after PostgreSQL has it (best
  * effort: the DLQ table is the record of truth). */
-static void publish_dead_letters(struct pipeline *p)
+static void publish_dead_letters(struct pipeline *p, const struct batch *b)
 {
-    for (size_t i = 0; i < p->n; i++) {
-        const struct batch_item *it = &p->items[i];
+    for (size_t i = 0; i < b->n; i++) {
+        const struct batch_item *it = &b->items[i];
         if (!it->d.to_dlq) continue;
         const struct record *r = it->rec;
         struct record_header *h = xcalloc(r->nheaders + 2, sizeof *h);
@@ -355,7 +503,7 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
         p->abandoned = true;
         return;
     }
-    flush(p, now_ms() + REVOKE_FLUSH_MS, false);
+    flush(p, now_ms() + REVOKE_FLUSH_MS, false, true);
 }
 
 /* ---- policies --------------------------------------------------------------------------- */
@@ -436,6 +584,7 @@ int pipeline_run(struct config *cfg)
         return 2;
     }
     p->ctl = policy_ctl_create(ctl);
+    p->unsynced = rd_kafka_topic_partition_list_new(16);
     status_policies_loaded(1, cfg->policies.items, cfg->policies.n);
 
     const char *bootstrap = cfg->kafka.brokers;
@@ -488,6 +637,12 @@ int pipeline_run(struct config *cfg)
     replay_worker_start(&sv.env);
     scheduler_start(&sv.env);
     sv.worker = true;
+    p->writer = writer_start(&err);
+    if (!p->writer) {
+        log_error("%s", err);
+        free(err);
+        goto out;
+    }
 
     p->consumer = consumer_create(cfg, bootstrap, on_revoke, p, &err);
     if (!p->consumer) {
@@ -505,44 +660,61 @@ int pipeline_run(struct config *cfg)
 
     int64_t last_ping = now_ms();
     while (!pipeline_stop_requested) {
-        if (p->n == 0 && now_ms() - last_ping >= IDLE_PING_MS) {
+        bool idle = p->cur.n == 0 && !p->in_flight;
+        if (idle && now_ms() - last_ping >= IDLE_PING_MS) {
             /* keep /health and the postgres_up metric true while no event flows */
             char *perr = NULL;
             status_set_postgres_up(ensure_db(p, &perr) && db_ping(p->db));
             free(perr);
             last_ping = now_ms();
         }
-        if (p->n == 0 && reload_wanted()) reload_policies(p);
+        /* between batches: the one in flight was decided with the policies it had */
+        if (p->cur.n == 0 && reload_wanted()) reload_policies(p);
         int timeout = 100;
-        if (p->n) {
-            int64_t left = p->started_ms + cfg->batch.max_wait_ms - now_ms();
+        if (p->cur.n) {
+            int64_t left = p->cur.started_ms + cfg->batch.max_wait_ms - now_ms();
             timeout = left < 0 ? 0 : (int)left;
+            if (!p->in_flight && timeout > LINGER_MS) timeout = LINGER_MS;
         }
         rd_kafka_message_t *m = consumer_poll(p->consumer, timeout);
         if (m) add_message(p, m);
-        if (p->n && (p->n >= (size_t)cfg->batch.max_events ||
-                     now_ms() - p->started_ms >= cfg->batch.max_wait_ms))
-            flush(p, 0, true);
+        /* the write in flight is done: commit its offsets now (consumer_poll() returns
+         * early when the writer finishes) */
+        if (p->in_flight && p->submitted && writer_idle(p->writer)) complete(p, 0, true, true);
+        /* a batch closes when full, when its first record has waited batch.max_wait_ms,
+         * or when nothing more came and PostgreSQL is not busy with the previous batch:
+         * under load batches fill up while the writer works, at low rates each record is
+         * written at once */
+        if (p->cur.n &&
+            (p->cur.n >= (size_t)cfg->batch.max_events ||
+             now_ms() - p->cur.started_ms >= cfg->batch.max_wait_ms || (!m && !p->in_flight)))
+            flush(p, 0, true, false);
     }
     log_info("stopping on %s: writing the batch in flight and committing",
              pipeline_stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
     int64_t stop_started = now_ms();
-    flush(p, stop_started + SHUTDOWN_FLUSH_MS, true);
+    flush(p, stop_started + SHUTDOWN_FLUSH_MS, true, true);
     int64_t left = stop_started + SHUTDOWN_TOTAL_MS - now_ms();
     consumer_close(p->consumer, left < 500 ? 500 : (int)left);
     rc = 0;
 out:
     /* every message goes back to librdkafka before its handle is destroyed */
+    if (p->writer) writer_wait(p->writer);
+    p->in_flight = p->submitted = false;
+    free(p->job.err);
     for (size_t i = 0; i < p->nheld; i++)
         rd_kafka_message_destroy(p->held[i]);
     p->nheld = 0;
-    batch_clear(p);
+    batch_release(&p->fly);
+    batch_release(&p->cur);
     consumer_destroy(p->consumer);
+    writer_stop(p->writer);
     services_stop(p, &sv);
     embedded_kafka_stop(sv.embedded);
-    free(p->slots);
+    batch_free(&p->fly);
+    batch_free(&p->cur);
+    rd_kafka_topic_partition_list_destroy(p->unsynced);
     free(p->held);
-    free(p->items);
     db_close(p->db);
     policy_set_destroy(p->policies);
     policy_ctl_destroy(p->ctl);
