@@ -31,7 +31,7 @@ volatile sig_atomic_t pipeline_stop_requested = 0;
 #define REVOKE_FLUSH_MS 5000
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
-#define LINGER_MS 2 /* the writer is idle: a batch closes once no record came for this long */
+#define COMMIT_INTERVAL_MS 100 /* offsets of written batches go to Kafka at most this often */
 
 struct slot {
     rd_kafka_message_t *msg;
@@ -65,7 +65,9 @@ struct pipeline {
     struct writer *writer; /* writes fly while this thread polls and decides cur */
     struct writer_job job; /* fly's write */
     rd_kafka_topic_partition_list_t *unsynced; /* committed asynchronously since commit_sync */
-    rd_kafka_message_t **held;                 /* arrived while a flush waited for PostgreSQL */
+    rd_kafka_topic_partition_list_t *pending;  /* written, not yet sent to Kafka */
+    int64_t last_commit_ms;
+    rd_kafka_message_t **held; /* arrived while a flush waited for PostgreSQL */
     size_t nheld, capheld;
 
     bool flushing;  /* a flush is waiting for PostgreSQL */
@@ -309,23 +311,40 @@ static void commit_list(struct pipeline *p, rd_kafka_topic_partition_list_t *off
     }
 }
 
-/* Commits the offsets of a written batch (its transaction has committed). In the stream
- * asynchronously, queued in order behind earlier commits; the offsets are also kept until
- * the next synchronous commit (commit_sync), which repeats them all, so that no commit is
- * still on its way when partitions are given up or the process exits. */
+/* Sends the offsets gathered since the last commit, asynchronously (queued in order
+ * behind earlier commits). */
+static void commit_pending(struct pipeline *p)
+{
+    if (p->pending->cnt) {
+        commit_list(p, p->pending, true);
+        rd_kafka_topic_partition_list_destroy(p->pending);
+        p->pending = rd_kafka_topic_partition_list_new(16);
+    }
+    p->last_commit_ms = now_ms();
+}
+
+/* Records the offsets of a written batch (its transaction has committed). In the stream
+ * they are committed asynchronously, at most every COMMIT_INTERVAL_MS and whenever the
+ * stream goes idle: at a few hundred small batches a second a commit per batch would keep
+ * the group coordinator busy for nothing, while a later commit only means more records
+ * redelivered (and skipped) after a crash. The offsets are also kept until the next
+ * synchronous commit (commit_sync), which repeats them all, so that no commit is still on
+ * its way when partitions are given up or the process exits. */
 static void commit_offsets(struct pipeline *p, const struct batch *b, bool async)
 {
     merge_offsets(p->unsynced, b);
     if (!async) return; /* commit_sync() follows */
-    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
-    merge_offsets(offs, b);
-    commit_list(p, offs, true);
-    rd_kafka_topic_partition_list_destroy(offs);
+    merge_offsets(p->pending, b);
+    if (now_ms() - p->last_commit_ms >= COMMIT_INTERVAL_MS) commit_pending(p);
 }
 
 /* Commits, and waits for, every offset written since the last time. */
 static void commit_sync(struct pipeline *p)
 {
+    if (p->pending->cnt) { /* they are in unsynced too */
+        rd_kafka_topic_partition_list_destroy(p->pending);
+        p->pending = rd_kafka_topic_partition_list_new(16);
+    }
     if (!p->unsynced->cnt) return;
     commit_list(p, p->unsynced, false);
     rd_kafka_topic_partition_list_destroy(p->unsynced);
@@ -585,6 +604,7 @@ int pipeline_run(struct config *cfg)
     }
     p->ctl = policy_ctl_create(ctl);
     p->unsynced = rd_kafka_topic_partition_list_new(16);
+    p->pending = rd_kafka_topic_partition_list_new(16);
     status_policies_loaded(1, cfg->policies.items, cfg->policies.n);
 
     const char *bootstrap = cfg->kafka.brokers;
@@ -661,6 +681,10 @@ int pipeline_run(struct config *cfg)
     int64_t last_ping = now_ms();
     while (!pipeline_stop_requested) {
         bool idle = p->cur.n == 0 && !p->in_flight;
+        /* offsets of written batches wait at most COMMIT_INTERVAL_MS (the poll below
+         * blocks no longer than that), also when the stream has stopped */
+        if (p->pending->cnt && now_ms() - p->last_commit_ms >= COMMIT_INTERVAL_MS)
+            commit_pending(p);
         if (idle && now_ms() - last_ping >= IDLE_PING_MS) {
             /* keep /health and the postgres_up metric true while no event flows */
             char *perr = NULL;
@@ -670,11 +694,11 @@ int pipeline_run(struct config *cfg)
         }
         /* between batches: the one in flight was decided with the policies it had */
         if (p->cur.n == 0 && reload_wanted()) reload_policies(p);
-        int timeout = 100;
+        int timeout = COMMIT_INTERVAL_MS;
         if (p->cur.n) {
             int64_t left = p->cur.started_ms + cfg->batch.max_wait_ms - now_ms();
             timeout = left < 0 ? 0 : (int)left;
-            if (!p->in_flight && timeout > LINGER_MS) timeout = LINGER_MS;
+            if (!p->in_flight) timeout = 0; /* written as soon as nothing more is queued */
         }
         rd_kafka_message_t *m = consumer_poll(p->consumer, timeout);
         if (m) add_message(p, m);
@@ -682,9 +706,9 @@ int pipeline_run(struct config *cfg)
          * early when the writer finishes) */
         if (p->in_flight && p->submitted && writer_idle(p->writer)) complete(p, 0, true, true);
         /* a batch closes when full, when its first record has waited batch.max_wait_ms,
-         * or when nothing more came and PostgreSQL is not busy with the previous batch:
-         * under load batches fill up while the writer works, at low rates each record is
-         * written at once */
+         * or when librdkafka has nothing more queued and PostgreSQL is not busy with the
+         * previous batch (group commit): under load batches fill up while the writer
+         * works, at low rates each record is written at once */
         if (p->cur.n &&
             (p->cur.n >= (size_t)cfg->batch.max_events ||
              now_ms() - p->cur.started_ms >= cfg->batch.max_wait_ms || (!m && !p->in_flight)))
@@ -714,6 +738,7 @@ out:
     batch_free(&p->fly);
     batch_free(&p->cur);
     rd_kafka_topic_partition_list_destroy(p->unsynced);
+    rd_kafka_topic_partition_list_destroy(p->pending);
     free(p->held);
     db_close(p->db);
     policy_set_destroy(p->policies);
