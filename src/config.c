@@ -64,6 +64,7 @@ static const struct opt webhooks_opts[] = {
 static const struct opt batch_opts[] = {
     INT("max_events", batch.max_events, 1000, 1, 100000),
     INT("max_wait_ms", batch.max_wait_ms, 50, 0, 60000),
+    INT("writers", batch.writers, 2, 1, 8),
     END,
 };
 static const struct opt replay_opts[] = {

@@ -59,6 +59,7 @@ struct config {
     struct {
         long max_events;
         long max_wait_ms;
+        long writers; /* batches written at once, each on its own connection */
     } batch;
     struct {
         long max_depth;

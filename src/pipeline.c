@@ -31,6 +31,7 @@ volatile sig_atomic_t pipeline_stop_requested = 0;
 #define REVOKE_FLUSH_MS 5000
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
+#define LINGER_MS 5            /* a batch waits this long for more records when a writer is free */
 #define COMMIT_INTERVAL_MS 100 /* offsets of written batches go to Kafka at most this often */
 
 struct slot {
@@ -49,21 +50,32 @@ struct batch {
     int64_t write_ms;   /* handed to PostgreSQL */
 };
 
+#define MAX_LANES 8
+
+/* A batch handed to a writer thread, and what it needs to write it. */
+struct lane {
+    struct batch b;
+    struct writer *writer;
+    struct writer_job job;
+    struct db *db;  /* this lane's connection: its writer's while submitted */
+    bool submitted; /* handed to the writer (else it failed before that: retried) */
+};
+
 struct pipeline {
     struct config *cfg;
     struct consumer *consumer;
     struct producer *producer;
     struct policy_ctl *ctl;
-    struct db *db; /* the writer's while a job is submitted, else this thread's */
+    struct db *db; /* migrations and the idle ping */
     struct policy_set *policies;
     int policy_version;
 
-    struct batch cur;      /* being gathered from Kafka */
-    struct batch fly;      /* being written: the next one is gathered meanwhile */
-    bool in_flight;        /* fly was handed over and its outcome not yet taken */
-    bool submitted;        /* ... to the writer thread (else it failed before that) */
-    struct writer *writer; /* writes fly while this thread polls and decides cur */
-    struct writer_job job; /* fly's write */
+    struct batch cur; /* being gathered from Kafka */
+    /* batches being written, oldest first from lanes[head]: each lane has a writer thread
+     * and a connection of its own, so that up to batch.writers transactions run at once
+     * while this thread polls and decides the next batch */
+    struct lane lanes[MAX_LANES];
+    int nlanes, head, count;
     rd_kafka_topic_partition_list_t *unsynced; /* committed asynchronously since commit_sync */
     rd_kafka_topic_partition_list_t *pending;  /* written, not yet sent to Kafka */
     int64_t last_commit_ms;
@@ -180,14 +192,29 @@ static void first_offsets(const struct batch *b, rd_kafka_topic_partition_list_t
     }
 }
 
-/* Drops every unwritten record (the batch written, the one gathered, what is held) without
- * committing: Kafka delivers them again, to this instance (it seeks back) or to whoever
- * owns their partitions now. Each partition's records are in consumption order across
- * fly, cur and held, so the first one seen is the one to go back to. */
+static struct lane *lane_at(struct pipeline *p, int k)
+{
+    return &p->lanes[(p->head + k) % p->nlanes];
+}
+
+/* Drops every uncommitted record (the batches in flight, the one gathered, what is held)
+ * without committing: Kafka delivers them again, to this instance (it seeks back) or to
+ * whoever owns their partitions now (rows already written are skipped then). Each
+ * partition's records are in consumption order across the lanes (oldest first), cur and
+ * held, so the first one seen is the one to go back to. */
 static void abandon_all(struct pipeline *p)
 {
     rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new(16);
-    first_offsets(&p->fly, back);
+    size_t n = p->cur.n;
+    for (int k = 0; k < p->count; k++) {
+        struct lane *l = lane_at(p, k);
+        if (l->submitted) writer_wait(l->writer);
+        l->submitted = false;
+        free(l->job.err);
+        l->job.err = NULL;
+        first_offsets(&l->b, back);
+        n += l->b.n;
+    }
     first_offsets(&p->cur, back);
     for (size_t i = 0; i < p->nheld; i++) {
         rd_kafka_message_t *m = p->held[i];
@@ -197,12 +224,13 @@ static void abandon_all(struct pipeline *p)
         rd_kafka_message_destroy(m);
     }
     p->nheld = 0;
-    size_t n = p->fly.n + p->cur.n;
     if (n)
         log_warn("dropping %zu unwritten event(s) without committing: Kafka delivers them "
                  "again",
                  n);
-    batch_release(&p->fly);
+    for (int k = 0; k < p->count; k++)
+        batch_release(&lane_at(p, k)->b);
+    p->count = 0;
     batch_release(&p->cur);
     consumer_seek(p->consumer, back);
     rd_kafka_topic_partition_list_destroy(back);
@@ -276,12 +304,17 @@ static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
                      : "");
 }
 
+static bool ensure_conn(struct pipeline *p, struct db **db, char **err)
+{
+    if (db_alive(*db)) return true;
+    db_close(*db);
+    *db = db_connect(p->cfg->postgres.dsn, "eventsink", err);
+    return *db != NULL;
+}
+
 static bool ensure_db(struct pipeline *p, char **err)
 {
-    if (db_alive(p->db)) return true;
-    db_close(p->db);
-    p->db = db_connect(p->cfg->postgres.dsn, "eventsink", err);
-    return p->db != NULL;
+    return ensure_conn(p, &p->db, err);
 }
 
 /* Raises each partition's offset in `into` to the next one after b's records. */
@@ -357,17 +390,20 @@ static void writer_done_cb(void *arg)
     consumer_wake(arg);
 }
 
-/* Hands cur (decided) to the writer; cur starts empty. There must be no batch in flight. */
+/* Hands cur (decided) to the next free lane's writer; cur starts empty. There must be a
+ * free lane (count < nlanes). */
 static void submit(struct pipeline *p)
 {
-    struct batch t = p->fly;
-    p->fly = p->cur;
+    struct lane *l = lane_at(p, p->count);
+    p->count++;
+    struct batch t = l->b;
+    l->b = p->cur;
     p->cur = t; /* the empty one, its buffers reused */
-    struct batch *b = &p->fly;
+    struct batch *b = &l->b;
     for (size_t i = 0; i < b->n; i++)
         b->items[i].rec = &b->slots[i].rec; /* slots may have moved since decide() */
     b->write_ms = now_ms();
-    p->job = (struct writer_job){
+    l->job = (struct writer_job){
         .db = NULL,
         .items = b->items,
         .n = b->n,
@@ -379,22 +415,22 @@ static void submit(struct pipeline *p)
         .done_arg = p->consumer,
         .rc = DB_RETRY,
     };
-    p->in_flight = true;
-    p->submitted = false;
+    l->submitted = false;
     char *err = NULL;
-    if (!ensure_db(p, &err)) {
-        p->job.err = err; /* complete() retries */
+    if (!ensure_conn(p, &l->db, &err)) {
+        l->job.err = err; /* complete() retries */
         return;
     }
-    p->job.db = p->db;
-    writer_submit(p->writer, &p->job);
-    p->submitted = true;
+    l->job.db = l->db;
+    writer_submit(l->writer, &l->job);
+    l->submitted = true;
 }
 
 /* Writes fly again until it succeeds, the deadline passes (0: none) or a rebalance takes
  * the partitions; PostgreSQL is down meanwhile, so Kafka fetching is paused and what
  * still arrives is held. may_poll is false inside a rebalance callback. */
-static bool retry_write(struct pipeline *p, int64_t deadline, bool may_poll, char *err)
+static bool retry_write(struct pipeline *p, struct lane *l, int64_t deadline, bool may_poll,
+                        char *err)
 {
     int backoff = 100;
     bool ok = false;
@@ -405,7 +441,7 @@ static bool retry_write(struct pipeline *p, int64_t deadline, bool may_poll, cha
         status_set_postgres_up(false);
         log_warn("PostgreSQL unavailable (%s); holding a batch of %zu event(s), offsets not "
                  "committed, retrying in %d ms",
-                 err ? err : "?", p->fly.n, backoff);
+                 err ? err : "?", l->b.n, backoff);
         free(err);
         err = NULL;
         if (!paused) {
@@ -426,8 +462,8 @@ static bool retry_write(struct pipeline *p, int64_t deadline, bool may_poll, cha
         if (!deadline && pipeline_stop_requested) deadline = now_ms() + SHUTDOWN_FLUSH_MS;
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
         struct write_stats st;
-        if (ensure_db(p, &err) &&
-            db_write_batch(p->db, p->fly.items, p->fly.n, p->job.policy_version, &st, on_persisted,
+        if (ensure_conn(p, &l->db, &err) &&
+            db_write_batch(l->db, l->b.items, l->b.n, l->job.policy_version, &st, on_persisted,
                            on_dlq, p, &err) == DB_OK) {
             ok = true;
             break;
@@ -440,50 +476,71 @@ static bool retry_write(struct pipeline *p, int64_t deadline, bool may_poll, cha
     return ok;
 }
 
-/* Takes the outcome of the batch in flight, waiting for it: on success its offsets are
- * committed; while PostgreSQL is down it is written again (retry_write). False when it
- * was given up: then every unwritten record was dropped for Kafka to deliver again. */
-static bool complete(struct pipeline *p, int64_t deadline, bool may_poll, bool async_commit)
+/* Takes the outcome of the oldest batch in flight, waiting for it: on success its offsets
+ * are committed; while PostgreSQL is down it is written again (retry_write). False when
+ * it was given up: then every uncommitted record was dropped for Kafka to deliver again.
+ * Outcomes are taken oldest first, so offsets are committed in consumption order. */
+static bool complete_oldest(struct pipeline *p, int64_t deadline, bool may_poll, bool async_commit)
 {
-    if (!p->in_flight) return true;
-    if (p->submitted) writer_wait(p->writer);
-    p->submitted = false;
-    bool ok = p->job.rc == DB_OK;
+    if (!p->count) return true;
+    struct lane *l = lane_at(p, 0);
+    if (l->submitted) writer_wait(l->writer);
+    l->submitted = false;
+    char *err = l->job.err;
+    l->job.err = NULL;
+    bool ok = l->job.rc == DB_OK;
     if (ok) {
-        free(p->job.err);
+        free(err);
         status_set_postgres_up(true);
     } else {
-        ok = retry_write(p, deadline, may_poll, p->job.err);
+        ok = retry_write(p, l, deadline, may_poll, err);
     }
-    p->job.err = NULL;
-    p->in_flight = false;
     if (!ok) {
         abandon_all(p);
         return false;
     }
-    commit_offsets(p, &p->fly, async_commit);
-    metrics_batch(p->fly.n, (double)(now_ms() - p->fly.write_ms) / 1000.0);
-    if (p->cfg->kafka.dlq_topic) publish_dead_letters(p, &p->fly);
-    batch_release(&p->fly);
+    commit_offsets(p, &l->b, async_commit);
+    metrics_batch(l->b.n, (double)(now_ms() - l->b.write_ms) / 1000.0);
+    if (p->cfg->kafka.dlq_topic) publish_dead_letters(p, &l->b);
+    batch_release(&l->b);
+    p->head = (p->head + 1) % p->nlanes;
+    p->count--;
     if (p->nheld) take_held(p);
     return true;
 }
 
-/* Writes what was gathered. The batch before it is completed first (batches are written
- * and committed in order); cur is decided before that wait, so deciding overlaps the
- * write. sync: also waits for this one and commits its offsets synchronously (rebalance,
+static bool complete_all(struct pipeline *p, int64_t deadline, bool may_poll, bool async_commit)
+{
+    while (p->count)
+        if (!complete_oldest(p, deadline, may_poll, async_commit)) return false;
+    return true;
+}
+
+/* Takes the outcomes that are there, oldest first, without waiting. */
+static void complete_ready(struct pipeline *p)
+{
+    while (p->count) {
+        struct lane *l = lane_at(p, 0);
+        if (l->submitted && !writer_idle(l->writer)) return;
+        if (!complete_oldest(p, 0, true, true)) return;
+    }
+}
+
+/* Writes what was gathered, in the next free lane (waiting for the oldest batch when every
+ * lane is busy). cur is decided before that wait, so deciding overlaps the writes. sync:
+ * also waits for every batch in flight and commits all offsets synchronously (rebalance,
  * shutdown). */
 static bool flush(struct pipeline *p, int64_t deadline, bool may_poll, bool sync)
 {
     decide(p, &p->cur);
-    if (!complete(p, deadline, may_poll, !sync)) return false;
+    if (p->count == p->nlanes && !complete_oldest(p, deadline, may_poll, !sync)) return false;
     if (p->cur.n) {
         decide(p, &p->cur); /* records held during a retry joined it */
         submit(p);
     }
     if (!sync) return true;
-    bool ok = complete(p, deadline, may_poll, false);
-    commit_sync(p); /* also what went asynchronously before, even when this one failed */
+    bool ok = complete_all(p, deadline, may_poll, false);
+    commit_sync(p); /* also what went asynchronously before, even when this failed */
     return ok;
 }
 
@@ -657,11 +714,14 @@ int pipeline_run(struct config *cfg)
     replay_worker_start(&sv.env);
     scheduler_start(&sv.env);
     sv.worker = true;
-    p->writer = writer_start(&err);
-    if (!p->writer) {
-        log_error("%s", err);
-        free(err);
-        goto out;
+    p->nlanes = (int)cfg->batch.writers;
+    for (int k = 0; k < p->nlanes; k++) {
+        p->lanes[k].writer = writer_start(&err);
+        if (!p->lanes[k].writer) {
+            log_error("%s", err);
+            free(err);
+            goto out;
+        }
     }
 
     p->consumer = consumer_create(cfg, bootstrap, on_revoke, p, &err);
@@ -680,7 +740,7 @@ int pipeline_run(struct config *cfg)
 
     int64_t last_ping = now_ms();
     while (!pipeline_stop_requested) {
-        bool idle = p->cur.n == 0 && !p->in_flight;
+        bool idle = p->cur.n == 0 && p->count == 0;
         /* offsets of written batches wait at most COMMIT_INTERVAL_MS (the poll below
          * blocks no longer than that), also when the stream has stopped */
         if (p->pending->cnt && now_ms() - p->last_commit_ms >= COMMIT_INTERVAL_MS)
@@ -694,24 +754,28 @@ int pipeline_run(struct config *cfg)
         }
         /* between batches: the one in flight was decided with the policies it had */
         if (p->cur.n == 0 && reload_wanted()) reload_policies(p);
+        bool lane_free = p->count < p->nlanes;
         int timeout = COMMIT_INTERVAL_MS;
         if (p->cur.n) {
-            int64_t left = p->cur.started_ms + cfg->batch.max_wait_ms - now_ms();
+            int64_t now = now_ms();
+            int64_t left = p->cur.started_ms + cfg->batch.max_wait_ms - now;
+            if (lane_free && p->cur.started_ms + LINGER_MS - now < left)
+                left = p->cur.started_ms + LINGER_MS - now;
             timeout = left < 0 ? 0 : (int)left;
-            if (!p->in_flight) timeout = 0; /* written as soon as nothing more is queued */
         }
         rd_kafka_message_t *m = consumer_poll(p->consumer, timeout);
         if (m) add_message(p, m);
-        /* the write in flight is done: commit its offsets now (consumer_poll() returns
-         * early when the writer finishes) */
-        if (p->in_flight && p->submitted && writer_idle(p->writer)) complete(p, 0, true, true);
+        /* writes that are done: commit their offsets now (consumer_poll() returns early
+         * when a writer finishes) */
+        complete_ready(p);
         /* a batch closes when full, when its first record has waited batch.max_wait_ms,
-         * or when librdkafka has nothing more queued and PostgreSQL is not busy with the
-         * previous batch (group commit): under load batches fill up while the writer
-         * works, at low rates each record is written at once */
+         * or, while a writer is free, once it has waited LINGER_MS and librdkafka has
+         * nothing more queued (group commit): under load batches fill up while the
+         * writers work, at low rates records are written within a few milliseconds */
+        int64_t waited = p->cur.n ? now_ms() - p->cur.started_ms : 0;
         if (p->cur.n &&
-            (p->cur.n >= (size_t)cfg->batch.max_events ||
-             now_ms() - p->cur.started_ms >= cfg->batch.max_wait_ms || (!m && !p->in_flight)))
+            (p->cur.n >= (size_t)cfg->batch.max_events || waited >= cfg->batch.max_wait_ms ||
+             (!m && p->count < p->nlanes && waited >= LINGER_MS)))
             flush(p, 0, true, false);
     }
     log_info("stopping on %s: writing the batch in flight and committing",
@@ -723,19 +787,27 @@ int pipeline_run(struct config *cfg)
     rc = 0;
 out:
     /* every message goes back to librdkafka before its handle is destroyed */
-    if (p->writer) writer_wait(p->writer);
-    p->in_flight = p->submitted = false;
-    free(p->job.err);
+    for (int k = 0; k < p->nlanes; k++) {
+        struct lane *l = &p->lanes[k];
+        if (l->writer) writer_wait(l->writer);
+        l->submitted = false;
+        free(l->job.err);
+        l->job.err = NULL;
+        batch_release(&l->b);
+    }
+    p->count = 0;
     for (size_t i = 0; i < p->nheld; i++)
         rd_kafka_message_destroy(p->held[i]);
     p->nheld = 0;
-    batch_release(&p->fly);
     batch_release(&p->cur);
     consumer_destroy(p->consumer);
-    writer_stop(p->writer);
+    for (int k = 0; k < p->nlanes; k++) {
+        writer_stop(p->lanes[k].writer);
+        batch_free(&p->lanes[k].b);
+        db_close(p->lanes[k].db);
+    }
     services_stop(p, &sv);
     embedded_kafka_stop(sv.embedded);
-    batch_free(&p->fly);
     batch_free(&p->cur);
     rd_kafka_topic_partition_list_destroy(p->unsynced);
     rd_kafka_topic_partition_list_destroy(p->pending);

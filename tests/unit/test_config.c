@@ -123,6 +123,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->policies.items[0], want);
     assert_int_equal(c->batch.max_events, 1000);
     assert_int_equal(c->batch.max_wait_ms, 50);
+    assert_int_equal(c->batch.writers, 2);
     assert_int_equal(c->replay.max_depth, 3);
     assert_int_equal(c->replay.rate_per_s, 1000);
     assert_int_equal(c->replay.max_batch_ids, 10000);
