@@ -34,8 +34,8 @@ struct record {
 const char *record_check(const struct record *r, size_t max_bytes, bool *is_object, char **detail);
 
 /* Text for bytes that must be stored in a text or jsonb column: the bytes themselves when
- * they are valid UTF-8 without NUL, else "\x" and their hex (PostgreSQL's bytea notation).
- * Appends to b. */
+ * they are valid UTF-8 without NUL (and do not read as that notation themselves), else
+ * "\x" and their hex (PostgreSQL's bytea notation). Appends to b. */
 void record_text(struct buf *b, const char *p, size_t n);
 
 /* The headers as a JSON object (name -> string or null; a name that repeats maps to an

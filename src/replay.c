@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "json.h"
+#include "jsonv.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
@@ -68,36 +69,90 @@ struct item {
 
 /* "namehex:valuehex,..." -> headers; storage in *store (which must not move afterwards:
  * offsets are resolved at the end). */
-static size_t parse_headers(const char *flat, struct buf *store, size_t **offs)
+/* Appends one header (name, and value or NULL) to store/offs: offs holds, per header, the
+ * offset of the name, of the value (SIZE_MAX for a null value) and the value's length. */
+static void add_header(struct buf *store, size_t **offs, size_t *n, size_t *cap, const char *name,
+                       const char *val, size_t len)
+{
+    if (*n + 1 > *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        *offs = xrealloc(*offs, *cap * 3 * sizeof(size_t));
+    }
+    size_t name_at = store->len;
+    buf_append(store, name, strlen(name));
+    buf_putc(store, '\0');
+    size_t val_at = SIZE_MAX, val_len = 0;
+    if (val) {
+        val_at = store->len;
+        /* "\x<hex>" is how record_text() keeps bytes that are not UTF-8 text */
+        bool hex = len >= 2 && val[0] == '\\' && val[1] == 'x' && (len - 2) % 2 == 0;
+        for (size_t i = 2; hex && i < len; i++)
+            hex = (val[i] >= '0' && val[i] <= '9') || (val[i] >= 'a' && val[i] <= 'f');
+        if (!hex || !unhex(val + 2, len - 2, store)) {
+            store->len = val_at;
+            buf_append(store, val, len);
+        }
+        val_len = store->len - val_at;
+        buf_putc(store, '\0');
+    }
+    (*offs)[*n * 3] = name_at;
+    (*offs)[*n * 3 + 1] = val_at;
+    (*offs)[*n * 3 + 2] = val_len;
+    (*n)++;
+}
+
+/* One header value of the journal's headers object: a string (maybe "\x<hex>"), null, or
+ * (not written by the service, accepted) another scalar as its JSON text. */
+static void add_header_value(struct buf *store, size_t **offs, size_t *n, size_t *cap,
+                             const char *name, const struct jsonv *v)
+{
+    char num[64];
+    switch (v ? v->type : JV_NULL) {
+    case JV_STRING:
+        add_header(store, offs, n, cap, name, v->str, v->len);
+        break;
+    case JV_BOOL:
+        add_header(store, offs, n, cap, name, v->b ? "true" : "false", v->b ? 4 : 5);
+        break;
+    case JV_NUMBER:
+        if (v->is_int)
+            snprintf(num, sizeof num, "%" PRId64, v->i);
+        else
+            snprintf(num, sizeof num, "%.17g", v->num);
+        add_header(store, offs, n, cap, name, num, strlen(num));
+        break;
+    default: /* null, or a nested value */
+        add_header(store, offs, n, cap, name, NULL, 0);
+        break;
+    }
+}
+
+/* The journal's headers (jsonb as text: {"name": value or [values]}) to the list produced
+ * again, without the old x-replay-* markers (new ones are added). */
+static size_t parse_headers(const char *json, size_t len, struct buf *store, size_t **offs)
 {
     size_t n = 0, cap = 0;
     *offs = NULL;
-    const char *p = flat;
-    while (p && *p) {
-        const char *colon = strchr(p, ':');
-        const char *comma = strchr(p, ',');
-        if (!colon || (comma && comma < colon)) break;
-        const char *vend = comma ? comma : p + strlen(p);
-        if (n + 1 > cap) {
-            cap = cap ? cap * 2 : 8;
-            *offs = xrealloc(*offs, cap * 3 * sizeof(size_t));
+    if (!json) return 0;
+    const char *perr = NULL;
+    size_t at = 0;
+    struct jsonv *v = jsonv_parse(json, len, &perr, &at);
+    if (v && v->type == JV_OBJECT) {
+        for (size_t i = 0; i < v->n; i++) {
+            const char *name = v->keys[i];
+            if (strncmp(name, "x-replay", 8) == 0) continue;
+            const struct jsonv *val = &v->items[i];
+            if (val->type != JV_ARRAY) {
+                add_header_value(store, offs, &n, &cap, name, val);
+            } else if (val->n == 0) {
+                add_header_value(store, offs, &n, &cap, name, NULL);
+            } else {
+                for (size_t k = 0; k < val->n; k++)
+                    add_header_value(store, offs, &n, &cap, name, &val->items[k]);
+            }
         }
-        size_t name_at = store->len;
-        if (!unhex(p, (size_t)(colon - p), store)) break;
-        buf_putc(store, '\0');
-        size_t val_at = store->len, val_len = 0;
-        bool null = vend - colon == 2 && colon[1] == '-';
-        if (!null) {
-            if (!unhex(colon + 1, (size_t)(vend - colon - 1), store)) break;
-            val_len = store->len - val_at;
-            buf_putc(store, '\0');
-        }
-        (*offs)[n * 3] = name_at;
-        (*offs)[n * 3 + 1] = null ? SIZE_MAX : val_at;
-        (*offs)[n * 3 + 2] = val_len;
-        n++;
-        p = comma ? comma + 1 : NULL;
     }
+    jsonv_free(v);
     return n;
 }
 
@@ -172,8 +227,8 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
             buf_putc(&store, '\0');
         }
         size_t *offs = NULL;
-        size_t nh =
-            parse_headers(PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5), &store, &offs);
+        size_t nh = parse_headers(PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5),
+                                  (size_t)PQgetlength(res, r, 5), &store, &offs);
         /* marker headers */
         char idtext[24], jobtext[24];
         snprintf(idtext, sizeof idtext, "%s", PQgetvalue(res, r, from_dlq ? 2 : 1));

@@ -1,5 +1,6 @@
 /* SQL of the replay engine. Markers of journal events are added by PostgreSQL (jsonb ||);
- * keys and header values travel as hex so that any bytes survive the round trip. */
+ * keys travel as hex so that any bytes survive the round trip, headers as the journal's
+ * jsonb text (values that are not UTF-8 are kept there as "\x<hex>"). */
 #ifndef EVENTSINK_REPLAY_SQL_H
 #define EVENTSINK_REPLAY_SQL_H
 
@@ -8,30 +9,16 @@
     "CASE WHEN " col " ~ '^\\\\x([0-9a-f]{2})*$' THEN substr(" col ", 3)"                          \
     " ELSE encode(convert_to(" col ", 'UTF8'), 'hex') END"
 
-/* headers jsonb -> "namehex:valuehex,namehex:-" (- for null), without old x-replay-* */
-#define SQL_HEADERS_FLAT(col)                                                                      \
-    "(SELECT string_agg(encode(convert_to(h.k, 'UTF8'), 'hex') || ':' ||"                          \
-    "  coalesce(" SQL_BYTES_HEX("h.v") ", '-'), ',') FROM ("                                       \
-                                       "  SELECT e.key AS k, CASE WHEN jsonb_typeof(e.value) = "   \
-                                       "'array' THEN x.value #>> '{}'"                             \
-                                       "   ELSE e.value #>> '{}' END AS v"                         \
-                                       "  FROM jsonb_each(CASE WHEN jsonb_typeof(" col             \
-                                       ") = 'object' THEN " col "   ELSE '{}'::jsonb END) e"       \
-                                       "  LEFT JOIN LATERAL jsonb_array_elements(CASE WHEN "       \
-                                       "jsonb_typeof(e.value) = 'array'"                           \
-                                       "   THEN e.value ELSE '[null]'::jsonb END) x ON true"       \
-                                       "  WHERE e.key NOT LIKE 'x-replay%') h)"
-
 /* The pending items of job $1 (at most $2), with what to produce for each.
- * $3 replay source tag. Columns: seq, event_id, dlq_id, topic, key hex, headers flat,
+ * $3 replay source tag. Columns: seq, event_id, dlq_id, topic, key hex, headers (jsonb
+ * text, read by parse_headers() in replay.c),
  * payload (journal: with markers), raw hex (DLQ), replay_count (journal). */
 /* clang-format off */
 #define SQL_REPLAY_ITEMS \
     "SELECT i.seq, i.event_id, i.dlq_id, coalesce(j.topic, d.topic)," \
     " CASE WHEN j.id IS NOT NULL THEN " SQL_BYTES_HEX("j.event_key") \
     "  ELSE " SQL_BYTES_HEX("d.event_key") " END," \
-    " CASE WHEN j.id IS NOT NULL THEN " SQL_HEADERS_FLAT("j.headers") \
-    "  ELSE " SQL_HEADERS_FLAT("d.headers") " END," \
+    " CASE WHEN j.id IS NOT NULL THEN j.headers::text ELSE d.headers::text END," \
     " CASE WHEN jsonb_typeof(j.payload) = 'object' THEN (j.payload ||" \
     "  jsonb_build_object('_replayed_from_event_id', j.id, '_replay_source', $3::text," \
     "  '_replay_job_id', $1::bigint))::text ELSE j.payload::text END," \

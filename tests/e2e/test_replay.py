@@ -51,6 +51,36 @@ def _iso(dt):
 # single replays
 # --------------------------------------------------------------------------------------
 
+def test_replay_keeps_binary_repeated_and_null_headers_and_drops_old_markers(kafka, db, topic,
+                                                                            sink):
+    """The journal keeps headers as jsonb (bytes that are not UTF-8 as "\\x<hex>", a
+    repeated name as an array); a replay produces them again byte for byte, in the
+    journal's order, without the stale x-replay-* markers of an earlier replay."""
+    ev = make_event(0, tenant="acme", event_type="lead.created")
+    headers = [("bin", b"\xff\x00\xfe"), ("multi", b"one"), ("multi", b"two"), ("empty", None),
+               ("text", "żółw".encode()), ("x-replay-source", b"stale"),
+               ("looks-hex", b"\\x41")]
+    s = sink(topics=[topic], dsn=db)
+    api = api_for(s)
+    (pos,) = kafka.produce(topic, [(ev["data"]["lead_id"], json.dumps(ev).encode(), headers)])
+    a = wait_journal_at(db, topic, *pos, sinks=[s])
+    body = ok_json(api.post(f"/replay/{a['id']}"), 202)
+    k = body["kafka"]
+    msg = kafka_record_at(kafka, topic, k["partition"], k["offset"])
+    got = [(n, v) for n, v in msg.headers() if not n.startswith("x-replay")]
+    want = [h for h in headers if not h[0].startswith("x-replay")]
+    assert sorted(got, key=lambda h: h[0]) == sorted(want, key=lambda h: h[0]), got
+    assert [v for n, v in got if n == "multi"] == [b"one", b"two"]
+    h = header_map(msg)
+    assert h["x-replay-source"] == b"operator_api"  # the new marker, not the stale one
+    assert [n for n, _ in msg.headers()].count("x-replay-source") == 1
+    r1 = _landed(db, s, body)
+    assert r1["headers"] == a["headers"] | {"x-replay-source": "operator_api",
+                                             "x-replayed-from-event-id": str(a["id"]),
+                                             "x-replay-job-id": str(body["job_id"])}
+    assert s.terminate() == 0
+
+
 def test_single_replay_round_trip_depth_and_audit_queries(kafka, db, topic, sink):
     originals = [make_event(i, tenant="acme", event_type="lead.created") for i in range(3)]
     s, api, pos = _start(sink, kafka, db, topic, originals, overrides={"replay": {"max_depth": 2}})
