@@ -35,8 +35,10 @@ static bool unhex(const char *h, size_t n, struct buf *out)
     return true;
 }
 
-bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const char *tag,
-                             int64_t job_id, struct buf *out)
+/* Appends raw (a JSON object) to out with the markers added before its closing brace:
+ * `from_key` (the id of what is replayed), _replay_source and _replay_job_id. */
+static bool mark_payload(const char *raw, size_t len, const char *from_key, int64_t from_id,
+                         const char *tag, int64_t job_id, struct buf *out)
 {
     struct json_info info;
     if (json_check(raw, len, &info) != JSON_OK || !info.is_object) return false;
@@ -52,11 +54,17 @@ bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const 
     for (size_t i = open + 1; i < close && empty; i++)
         empty = raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r';
     buf_append(out, raw, close);
-    buf_printf(out, "%s\"_replayed_from_dlq_id\":%" PRId64 ",\"_replay_source\":", empty ? "" : ",",
-               dlq_id);
+    buf_printf(out, "%s\"%s\":%" PRId64 ",\"_replay_source\":", empty ? "" : ",", from_key,
+               from_id);
     json_write_cstr(out, tag);
     buf_printf(out, ",\"_replay_job_id\":%" PRId64 "}", job_id);
     return true;
+}
+
+bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const char *tag,
+                             int64_t job_id, struct buf *out)
+{
+    return mark_payload(raw, len, "_replayed_from_dlq_id", dlq_id, tag, job_id, out);
 }
 
 struct item {
@@ -67,8 +75,6 @@ struct item {
     char *topic;
 };
 
-/* "namehex:valuehex,..." -> headers; storage in *store (which must not move afterwards:
- * offsets are resolved at the end). */
 /* Appends one header (name, and value or NULL) to store/offs: offs holds, per header, the
  * offset of the name, of the value (SIZE_MAX for a null value) and the value's length. */
 static void add_header(struct buf *store, size_t **offs, size_t *n, size_t *cap, const char *name,
@@ -259,7 +265,16 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
             }
             buf_free(&raw);
         } else {
-            buf_append(&body, PQgetvalue(res, r, 6), (size_t)PQgetlength(res, r, 6));
+            /* an object without markers gets them here; one with older markers got them
+             * replaced by PostgreSQL (jsonb ||), other values travel as they are */
+            const char *v = PQgetvalue(res, r, 6);
+            size_t vlen = (size_t)PQgetlength(res, r, 6);
+            if (PQgetvalue(res, r, 11)[0] != 't' ||
+                !mark_payload(v, vlen, "_replayed_from_event_id", strtoll(idtext, NULL, 10), tag,
+                              job_id, &body)) {
+                buf_reset(&body);
+                buf_append(&body, v, vlen);
+            }
         }
         char *perr = NULL;
         it->queued =

@@ -9,25 +9,35 @@
     "CASE WHEN " col " ~ '^\\\\x([0-9a-f]{2})*$' THEN substr(" col ", 3)"                          \
     " ELSE encode(convert_to(" col ", 'UTF8'), 'hex') END"
 
-/* The pending items of job $1 (at most $2), with what to produce for each.
+#define SQL_MARKER_KEYS "ARRAY['_replayed_from_event_id', '_replay_source', '_replay_job_id']"
+
+/* The pending items of job $1 (at most $2), with what to produce for each. The items are
+ * chosen first (the pending index, in seq order): joined and computed only for the chunk,
+ * not for every pending item of a large job before the LIMIT.
  * $3 replay source tag. Columns: seq, event_id, dlq_id, topic, key hex, headers (jsonb
  * text, read by parse_headers() in replay.c),
- * payload (journal: with markers), raw hex (DLQ), replay_count (journal). */
+ * payload (journal: an object with older markers gets them replaced here, jsonb ||), raw
+ * hex (DLQ), replay_count (journal), unknown, DLQ status, and whether the payload is an
+ * object without markers (replay.c adds them before its closing brace, which costs
+ * PostgreSQL nothing). */
 /* clang-format off */
 #define SQL_REPLAY_ITEMS \
     "SELECT i.seq, i.event_id, i.dlq_id, coalesce(j.topic, d.topic)," \
     " CASE WHEN j.id IS NOT NULL THEN " SQL_BYTES_HEX("j.event_key") \
     "  ELSE " SQL_BYTES_HEX("d.event_key") " END," \
     " CASE WHEN j.id IS NOT NULL THEN j.headers::text ELSE d.headers::text END," \
-    " CASE WHEN jsonb_typeof(j.payload) = 'object' THEN (j.payload ||" \
-    "  jsonb_build_object('_replayed_from_event_id', j.id, '_replay_source', $3::text," \
-    "  '_replay_job_id', $1::bigint))::text ELSE j.payload::text END," \
+    " CASE WHEN jsonb_typeof(j.payload) = 'object' AND j.payload ?| " SQL_MARKER_KEYS \
+    "  THEN (j.payload || jsonb_build_object('_replayed_from_event_id', j.id," \
+    "  '_replay_source', $3::text, '_replay_job_id', $1::bigint))::text" \
+    "  ELSE j.payload::text END," \
     " encode(d.raw_payload, 'hex'), j.replay_count, j.id IS NULL AND d.id IS NULL," \
-    " d.status" \
-    " FROM replay_job_items i" \
+    " d.status," \
+    " jsonb_typeof(j.payload) = 'object' AND NOT j.payload ?| " SQL_MARKER_KEYS \
+    " FROM (SELECT seq, event_id, dlq_id FROM replay_job_items" \
+    "  WHERE job_id = $1::bigint AND status = 'pending' ORDER BY seq LIMIT $2::int) i" \
     " LEFT JOIN event_journal j ON j.id = i.event_id" \
     " LEFT JOIN dead_letter_queue d ON d.id = i.dlq_id" \
-    " WHERE i.job_id = $1::bigint AND i.status = 'pending' ORDER BY i.seq LIMIT $2::int"
+    " ORDER BY i.seq"
 /* clang-format on */
 
 /* Outcome of a chunk: $1 job, $2 seq[], $3 status[], $4 error[], $5 topic[], $6 partition[],
