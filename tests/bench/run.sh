@@ -111,6 +111,10 @@ pg_started=1
 scripts/pg.sh start "$B/pg" "$pg_port"
 # row commit times for the measurements: needs a restart to take effect
 echo "track_commit_timestamp = on" >>"$B/pg/data/postgresql.conf"
+# what PostgreSQL does in the background shows in .bench/logs/postgresql.log (a latency
+# tail is read against it)
+echo "log_autovacuum_min_duration = 0" >>"$B/pg/data/postgresql.conf"
+echo "log_checkpoints = on" >>"$B/pg/data/postgresql.conf"
 scripts/pg.sh stop "$B/pg" fast
 scripts/pg.sh start "$B/pg" "$pg_port"
 pg_pid=$(head -1 "$B/pg/data/postmaster.pid")
