@@ -147,6 +147,42 @@ static void finish_job(PGconn *c, int64_t job)
 
 /* Produces the one item of a synchronous job and answers: 202 once Kafka acknowledged,
  * 503 when it did not (the job records the failure; nothing counts as done). */
+/* Creates a bulk job (batch, range, filtered DLQ retry) and its items in one transaction,
+ * then answers 202 {"job_id": J, count_key: N} and wakes the worker. items_sql inserts the
+ * items and returns their count; p[job_param] is set to the job id here. */
+static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *kind,
+                           const char *requested_by, const char *reason, const char *params_json,
+                           double deferred, const char *items_sql, int np, const char **p,
+                           int job_param, const char *count_key)
+{
+    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
+    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    if (b) {
+        PQclear(b);
+        int64_t job =
+            create_job(rq, rs, c, kind, tag, requested_by, reason, params_json, "pending", 0);
+        char j[24];
+        snprintf(j, sizeof j, "%" PRId64, job);
+        p[job_param] = j;
+        PGresult *res = job ? http_exec(rq, rs, c, items_sql, np, p) : NULL;
+        if (res) {
+            long total = atol(PQgetvalue(res, 0, 0));
+            PQclear(res);
+            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
+            if (cm) {
+                PQclear(cm);
+                rs->status = 202;
+                buf_reset(&rs->body);
+                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"%s\":%ld}", job, count_key, total);
+                deferred_note(rs, deferred);
+                replay_worker_wake();
+            }
+        }
+        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(tag);
+}
+
 static void run_single(struct http_req *rq, struct http_resp *rs, PGconn *c, int64_t job,
                        const char *tag, const char *what, const char *id)
 {
@@ -341,32 +377,9 @@ void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
     if (!guard(rq, rs, kind, requested_by, reason, (long)ids->n, &params, &deferred)) goto out;
     PGconn *c = http_db(rq, rs);
     if (!c) goto out;
-    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
-    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
-    if (b) {
-        PQclear(b);
-        int64_t job =
-            create_job(rq, rs, c, kind, tag, requested_by, reason, params.data, "pending", 0);
-        char j[24];
-        snprintf(j, sizeof j, "%" PRId64, job);
-        const char *p[] = {j, arr.data, rq->tenant_scope};
-        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_BATCH, 3, p) : NULL;
-        if (res) {
-            long total = atol(PQgetvalue(res, 0, 0));
-            PQclear(res);
-            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
-            if (cm) {
-                PQclear(cm);
-                rs->status = 202;
-                buf_reset(&rs->body);
-                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
-                deferred_note(rs, deferred);
-                replay_worker_wake();
-            }
-        }
-        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
-    }
-    free(tag);
+    const char *p[] = {NULL, arr.data, rq->tenant_scope};
+    start_bulk_job(rq, rs, c, kind, requested_by, reason, params.data, deferred,
+                   SQL_JOB_ITEMS_BATCH, 3, p, 0, "total");
     http_db_done(rq, c);
 out:
     buf_free(&arr);
@@ -457,32 +470,8 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
                only_original ? "true" : "false", rate);
     double deferred;
     if (!guard(rq, rs, kind, requested_by, reason, matched, &params, &deferred)) goto done;
-    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
-    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
-    if (b) {
-        PQclear(b);
-        int64_t job =
-            create_job(rq, rs, c, kind, tag, requested_by, reason, params.data, "pending", 0);
-        char j[24];
-        snprintf(j, sizeof j, "%" PRId64, job);
-        p[6] = j;
-        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_RANGE, 7, p) : NULL;
-        if (res) {
-            long total = atol(PQgetvalue(res, 0, 0));
-            PQclear(res);
-            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
-            if (cm) {
-                PQclear(cm);
-                rs->status = 202;
-                buf_reset(&rs->body);
-                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"matched\":%ld}", job, total);
-                deferred_note(rs, deferred);
-                replay_worker_wake();
-            }
-        }
-        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
-    }
-    free(tag);
+    start_bulk_job(rq, rs, c, kind, requested_by, reason, params.data, deferred,
+                   SQL_JOB_ITEMS_RANGE, 7, p, 6, "matched");
 done:
     http_db_done(rq, c);
 out:
@@ -644,32 +633,9 @@ static void h_dlq_retry_filter(struct http_req *rq, struct http_resp *rs)
         http_db_done(rq, c);
         goto out;
     }
-    char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), why, false);
-    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
-    if (b) {
-        PQclear(b);
-        int64_t job =
-            create_job(rq, rs, c, "dlq_retry", tag, who(rq), why, params.data, "pending", 0);
-        char j[24];
-        snprintf(j, sizeof j, "%" PRId64, job);
-        const char *p[] = {j, reason, topic, tenant, rq->tenant_scope};
-        PGresult *res = job ? http_exec(rq, rs, c, SQL_JOB_ITEMS_DLQ, 5, p) : NULL;
-        if (res) {
-            long total = atol(PQgetvalue(res, 0, 0));
-            PQclear(res);
-            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
-            if (cm) {
-                PQclear(cm);
-                rs->status = 202;
-                buf_reset(&rs->body);
-                buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"total\":%ld}", job, total);
-                deferred_note(rs, deferred);
-                replay_worker_wake();
-            }
-        }
-        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
-    }
-    free(tag);
+    const char *p[] = {NULL, reason, topic, tenant, rq->tenant_scope};
+    start_bulk_job(rq, rs, c, "dlq_retry", who(rq), why, params.data, deferred, SQL_JOB_ITEMS_DLQ,
+                   5, p, 0, "total");
     http_db_done(rq, c);
 out:
     buf_free(&params);
