@@ -157,6 +157,18 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
 {
     char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
     PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    if (b && rq->webhook_sig) {
+        /* a webhook's signature goes in with its job, or not at all */
+        const char *sp[] = {rq->webhook_sig};
+        PGresult *seen = http_exec(rq, rs, c, SQL_WEBHOOK_SEEN, 1, sp);
+        if (seen && PQntuples(seen) == 0) api_webhook_replayed(rs);
+        if (!seen || PQntuples(seen) == 0) {
+            PQclear(b);
+            b = NULL;
+            PQclear(PQexec(c, "ROLLBACK"));
+        }
+        PQclear(seen);
+    }
     if (b) {
         PQclear(b);
         int64_t job =
@@ -181,6 +193,12 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
         if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
     }
     free(tag);
+}
+
+void api_webhook_replayed(struct http_resp *rs)
+{
+    log_warn("webhook: a signature was presented a second time; refused");
+    http_error(rs, 409, "replayed_signature", "this signature was already used");
 }
 
 static void run_single(struct http_req *rq, struct http_resp *rs, PGconn *c, int64_t job,

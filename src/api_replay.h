@@ -14,4 +14,7 @@ void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
 void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
                    const char *kind, const char *requested_by);
 
+/* 409 replayed_signature: a webhook signature that was used already. */
+void api_webhook_replayed(struct http_resp *rs);
+
 #endif

@@ -2,7 +2,9 @@
  * HMAC-SHA256 signature over "timestamp.body" with webhooks.secret (CONTRACT section 5).
  * A signature is accepted once: it is kept in PostgreSQL (webhook_signatures), so a
  * captured request cannot be replayed, not even against another instance or after a
- * restart. The job is tagged by the replay_source hook (default "webhook"). */
+ * restart. It is recorded in the transaction that creates its job (api_replay.c), so a
+ * crash in between cannot leave a used signature without its job. The job is tagged by the
+ * replay_source hook (default "webhook"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +13,10 @@
 #include "api_replay.h"
 #include "http.h"
 #include "log.h"
+#include "replay_jobs_sql.h"
 #include "webhook_sig.h"
 
-#define SQL_WEBHOOK_SEEN                                                                           \
-    "INSERT INTO webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING"                \
-    " RETURNING 1"
-#define SQL_WEBHOOK_FORGET "DELETE FROM webhook_signatures WHERE signature = $1"
+#define SQL_WEBHOOK_USED "SELECT 1 FROM webhook_signatures WHERE signature = $1"
 
 /* Verifies the signature; false with a 401 answer. */
 static bool verify(struct http_req *rq, struct http_resp *rs, const char *secret, char *sig_hex)
@@ -63,32 +63,34 @@ static void h_webhook(struct http_req *rq, struct http_resp *rs)
         return;
     }
     const char *p[] = {sig};
-    PGresult *seen = http_exec(rq, rs, c, SQL_WEBHOOK_SEEN, 1, p);
-    bool first = seen && PQntuples(seen) == 1;
+    PGresult *seen = http_exec(rq, rs, c, SQL_WEBHOOK_USED, 1, p);
+    bool used = seen && PQntuples(seen) > 0;
     PQclear(seen);
     http_db_done(rq, c);
     if (!seen) {
         jsonv_free(body);
         return;
     }
-    if (!first) {
-        log_warn("webhook: a signature was presented a second time; refused");
-        http_error(rs, 409, "replayed_signature", "this signature was already used");
+    if (used) {
+        api_webhook_replayed(rs);
         jsonv_free(body);
         return;
     }
+    /* recorded with the job (start_bulk_job), or below when replay_guard refused it; a
+     * request that did nothing else may be corrected and signed again */
+    rq->webhook_sig = sig;
     if (jsonv_get(body, "ids"))
         api_batch_job(rq, rs, body, "webhook", "webhook");
     else
         api_range_job(rq, rs, body, "webhook", "webhook");
-    if (rs->status >= 400 && rs->status != 422) {
-        /* a request that did nothing may be corrected and signed again; keep none of it */
+    if (rs->status == 422) {
         c = http_db(rq, rs);
         if (c) {
-            PQclear(PQexecParams(c, SQL_WEBHOOK_FORGET, 1, NULL, p, NULL, NULL, 0));
+            PQclear(PQexecParams(c, SQL_WEBHOOK_SEEN, 1, NULL, p, NULL, NULL, 0));
             http_db_done(rq, c);
         }
     }
+    rq->webhook_sig = NULL;
     jsonv_free(body);
 }
 

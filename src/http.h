@@ -32,6 +32,7 @@ struct http_req {
     const struct config *cfg;
     struct db_pool *pool;
     struct replay_env *env;
+    const char *webhook_sig; /* a webhook's signature: recorded with the job it creates */
 };
 
 struct http_resp {

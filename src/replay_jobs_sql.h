@@ -127,4 +127,10 @@
 #define SQL_IDEM_UNLOCK                                                                            \
     "SELECT pg_advisory_unlock(hashtextextended($1 || '/' || $2, 7310575219485843002))"
 
+/* Records a webhook's signature ($1) in the transaction of its job: no row back when
+ * another request used it first (the insert waits for that one to commit). */
+#define SQL_WEBHOOK_SEEN                                                                           \
+    "INSERT INTO webhook_signatures (signature) VALUES ($1) ON CONFLICT DO NOTHING"                \
+    " RETURNING 1"
+
 #endif

@@ -782,6 +782,27 @@ def test_webhook_signatures_are_single_use_fresh_and_secret(kafka, db, topic, si
     error_json(post_webhook(other, b, h), 409)
     assert scalar(db, "SELECT count(*) FROM replay_jobs WHERE kind = 'webhook'") == 2
 
+    # one signed request sent eight times at once, to both instances: the signature is
+    # recorded in the transaction of its job, so exactly one job and seven 409s
+    b8, h8 = signed_request(SECRET, {"ids": [w.acme_ids[6]]})
+    answers: list = []
+
+    def send(api):
+        answers.append(post_webhook(api, b8, h8))
+
+    threads = [threading.Thread(target=send, args=(w.anon if i % 2 else other,))
+               for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(harness.scaled(60))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [202] + [409] * 7, codes
+    for r in answers:
+        if r.status_code == 409:
+            error_json(r, 409, "replayed_signature")
+    assert scalar(db, "SELECT count(*) FROM replay_jobs WHERE kind = 'webhook'") == 3
+
 
 # --------------------------------------------------------------------------------------
 # 6. resource bounds under a flood: the consumer backlog, the replay rate
