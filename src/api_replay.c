@@ -60,11 +60,13 @@ static bool opt_bool(struct http_req *rq, const struct jsonv *body, const char *
     return true;
 }
 
-/* A string from the body, else from the query string. */
+/* A string from the body, else from the query string. Empty means "not given" in both
+ * (an empty ?tenant= was no filter; "tenant": "" in a body matched nothing before). */
 static bool param_str(struct http_req *rq, const struct jsonv *body, const char *key,
                       const char **out, struct http_resp *rs)
 {
     if (!opt_str(body, key, out, rs)) return false;
+    if (*out && !**out) *out = NULL;
     if (!*out) {
         const char *q = http_query(rq, key);
         *out = q && *q ? q : NULL;

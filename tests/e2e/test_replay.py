@@ -280,6 +280,11 @@ def test_range_replay_filters_dry_run_and_confirmation(kafka, db, topic, sink):
     assert ok_json(api.post("/replay/range", json=dict(flt, dry_run=True, only_original=False))
                    )["matched"] == 35
     assert ok_json(api.post("/replay/range", json=dict(window, dry_run=True)))["matched"] == 100
+    # an empty filter is no filter, in the body as in the query string
+    assert ok_json(api.post("/replay/range", json=dict(window, topic="", tenant="",
+                                                       dry_run=True)))["matched"] == 100
+    assert ok_json(api.post("/replay/range", params=dict(window, topic="", tenant="",
+                                                         dry_run="true")))["matched"] == 100
     assert ok_json(api.post("/replay/range", json=dict(window, topic=t2, tenant="globex",
                                                        dry_run=True)))["matched"] == 20
     empty = {"start": "2001-01-01T00:00:00Z", "end": "2001-01-02T00:00:00Z", "dry_run": True}
