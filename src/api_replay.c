@@ -61,16 +61,12 @@ static bool opt_bool(struct http_req *rq, const struct jsonv *body, const char *
 }
 
 /* A string from the body, else from the query string. Empty means "not given" in both
- * (an empty ?tenant= was no filter; "tenant": "" in a body matched nothing before). */
+ * (an empty ?tenant= is no filter, and so is "tenant": "" in a body). */
 static bool param_str(struct http_req *rq, const struct jsonv *body, const char *key,
                       const char **out, struct http_resp *rs)
 {
     if (!opt_str(body, key, out, rs)) return false;
-    if (*out && !**out) *out = NULL;
-    if (!*out) {
-        const char *q = http_query(rq, key);
-        *out = q && *q ? q : NULL;
-    }
+    if (!*out || !**out) *out = http_query_filter(rq, key);
     return true;
 }
 
@@ -510,28 +506,14 @@ static void h_replay_range(struct http_req *rq, struct http_resp *rs)
 
 static void h_jobs(struct http_req *rq, struct http_resp *rs)
 {
-    const char *l = http_query(rq, "limit");
-    int64_t limit = 50;
-    if (l && (!http_parse_id(l, &limit) || limit > 1000)) {
-        http_error(rs, 400, "bad_request", "limit must be an integer from 1 to 1000");
-        return;
-    }
-    const char *status = http_query(rq, "status");
-    if (status && !*status) status = NULL;
+    char lim[16];
+    if (!http_query_limit(rq, rs, 50, 1000, lim)) return;
     static const char *const statuses[] = {"pending", "running",   "done",
                                            "failed",  "cancelled", NULL};
-    if (status) {
-        bool known = false;
-        for (const char *const *st = statuses; *st && !known; st++)
-            known = strcmp(*st, status) == 0;
-        if (!known) {
-            http_error(rs, 400, "bad_request",
-                       "status must be pending, running, done, failed or cancelled");
-            return;
-        }
-    }
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", (int)limit);
+    const char *status;
+    if (!http_query_choice(rq, rs, "status", statuses,
+                           "pending, running, done, failed or cancelled", &status))
+        return;
     const char *p[] = {lim, status, rq->tenant_scope};
     http_query_json(rq, rs, SQL_JOBS_LIST, 3, p, NULL);
 }

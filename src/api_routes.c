@@ -38,36 +38,17 @@ static void h_ready(struct http_req *rq, struct http_resp *rs)
 }
 
 /* Reads ?limit= (1..max, default def). False (with a 400 answer) when out of range. */
-static bool get_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16])
-{
-    const char *l = http_query(rq, "limit");
-    int64_t v = def;
-    if (l && (!http_parse_id(l, &v) || v > max)) {
-        http_error(rs, 400, "bad_request", "limit must be an integer from 1 to %d", max);
-        return false;
-    }
-    snprintf(out, 16, "%d", (int)v);
-    return true;
-}
-
-/* An optional text filter: absent or empty is no filter. */
-static const char *filter(struct http_req *rq, const char *name)
-{
-    const char *v = http_query(rq, name);
-    return v && *v ? v : NULL;
-}
-
 static void h_events_latest(struct http_req *rq, struct http_resp *rs)
 {
     char limit[16];
-    if (!get_limit(rq, rs, 20, 1000, limit)) return;
-    const char *replayed = filter(rq, "replayed");
+    if (!http_query_limit(rq, rs, 20, 1000, limit)) return;
+    const char *replayed = http_query_filter(rq, "replayed");
     if (replayed && strcmp(replayed, "true") != 0 && strcmp(replayed, "false") != 0) {
         http_error(rs, 400, "bad_request", "replayed must be true or false");
         return;
     }
-    const char *params[] = {limit, filter(rq, "tenant"), filter(rq, "topic"), replayed,
-                            rq->tenant_scope};
+    const char *params[] = {limit, http_query_filter(rq, "tenant"), http_query_filter(rq, "topic"),
+                            replayed, rq->tenant_scope};
     http_query_json(rq, rs, SQL_EVENTS_LATEST, 5, params, NULL);
 }
 
@@ -97,22 +78,18 @@ static void h_lineage(struct http_req *rq, struct http_resp *rs)
 static void h_dlq_list(struct http_req *rq, struct http_resp *rs)
 {
     char limit[16];
-    if (!get_limit(rq, rs, 50, 1000, limit)) return;
-    const char *status = filter(rq, "status");
+    if (!http_query_limit(rq, rs, 50, 1000, limit)) return;
     static const char *const statuses[] = {"pending", "retrying", "resolved", "discarded", NULL};
-    if (status) {
-        bool known = false;
-        for (const char *const *s = statuses; *s && !known; s++)
-            known = strcmp(*s, status) == 0;
-        if (!known) {
-            http_error(rs, 400, "bad_request",
-                       "status must be pending, retrying, resolved or discarded");
-            return;
-        }
-    }
-    const char *params[] = {
-        limit,           status, filter(rq, "reason"), filter(rq, "topic"), filter(rq, "tenant"),
-        rq->tenant_scope};
+    const char *status;
+    if (!http_query_choice(rq, rs, "status", statuses, "pending, retrying, resolved or discarded",
+                           &status))
+        return;
+    const char *params[] = {limit,
+                            status,
+                            http_query_filter(rq, "reason"),
+                            http_query_filter(rq, "topic"),
+                            http_query_filter(rq, "tenant"),
+                            rq->tenant_scope};
     http_query_json(rq, rs, SQL_DLQ_LIST, 6, params, NULL);
 }
 

@@ -28,18 +28,24 @@ struct consumer {
     rd_kafka_queue_t *queue; /* the consumer queue, for consumer_wake() */
 };
 
-/* The outcome of an asynchronous commit, served from consumer_poll(). A failed commit
- * loses nothing: the events are in PostgreSQL, a redelivery is recognised there. */
+/* A failed commit loses nothing: the events are in PostgreSQL, and a redelivery is
+ * recognised there. */
+static void commit_outcome(rd_kafka_resp_err_t err)
+{
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
+             "redelivery will be skipped",
+             rd_kafka_err2str(err));
+}
+
+/* The outcome of an asynchronous commit, served from consumer_poll(). */
 static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     (void)rk;
     (void)offsets;
     (void)opaque;
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
-    log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
-             "redelivery will be skipped",
-             rd_kafka_err2str(err));
+    commit_outcome(err);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -301,17 +307,9 @@ rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms)
     return NULL;
 }
 
-bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async,
-                     char **err)
+void consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async)
 {
-    rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, offsets, async ? 1 : 0);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET) return true;
-    if (err) {
-        struct buf m = {0};
-        buf_printf(&m, "%s", rd_kafka_err2str(e));
-        *err = m.data;
-    }
-    return false;
+    if (offsets->cnt) commit_outcome(rd_kafka_commit(c->rk, offsets, async ? 1 : 0));
 }
 
 void consumer_pause(struct consumer *c, bool pause)

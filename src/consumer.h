@@ -26,9 +26,9 @@ void consumer_destroy(struct consumer *c);
 rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms);
 
 /* Commits the given offsets (next offset to read). Synchronously, or (async) queued in
- * order behind earlier commits, a failure then logged from consumer_poll(). */
-bool consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async,
-                     char **err);
+ * order behind earlier commits. A failure is logged (for an asynchronous commit, from
+ * consumer_poll()); it loses nothing, the rows being in PostgreSQL already. */
+void consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async);
 
 /* Makes a consumer_poll() blocked in another thread return now (thread-safe). */
 void consumer_wake(struct consumer *c);

@@ -97,6 +97,35 @@ bool http_parse_id(const char *s, int64_t *out)
     return true;
 }
 
+const char *http_query_filter(struct http_req *rq, const char *name)
+{
+    const char *v = http_query(rq, name);
+    return v && *v ? v : NULL;
+}
+
+bool http_query_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16])
+{
+    const char *l = http_query(rq, "limit");
+    int64_t v = def;
+    if (l && (!http_parse_id(l, &v) || v > max)) {
+        http_error(rs, 400, "bad_request", "limit must be an integer from 1 to %d", max);
+        return false;
+    }
+    snprintf(out, 16, "%d", (int)v);
+    return true;
+}
+
+bool http_query_choice(struct http_req *rq, struct http_resp *rs, const char *name,
+                       const char *const *allowed, const char *choices, const char **out)
+{
+    *out = http_query_filter(rq, name);
+    if (!*out) return true;
+    for (const char *const *a = allowed; *a; a++)
+        if (strcmp(*a, *out) == 0) return true;
+    http_error(rs, 400, "bad_request", "%s must be %s", name, choices);
+    return false;
+}
+
 PGconn *http_db(struct http_req *rq, struct http_resp *rs)
 {
     const char *why = NULL;

@@ -68,6 +68,15 @@ void http_error(struct http_resp *rs, int status, const char *code, const char *
     __attribute__((format(printf, 4, 5)));
 /* Parses a positive 64-bit id; false when it is not one. */
 bool http_parse_id(const char *s, int64_t *out);
+/* An optional text filter of the query string: absent or empty is no filter (NULL). */
+const char *http_query_filter(struct http_req *rq, const char *name);
+/* ?limit=: def when absent, else an integer from 1 to max, written to out as text; false
+ * with a 400 answer otherwise. */
+bool http_query_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16]);
+/* An optional filter that must be one of `allowed` (NULL-ended): *out is it or NULL; false
+ * with a 400 answer saying "<name> must be <choices>" otherwise. */
+bool http_query_choice(struct http_req *rq, struct http_resp *rs, const char *name,
+                       const char *const *allowed, const char *choices, const char **out);
 
 /* Runs a query whose single row and column is a JSON text, into rs->body (200).
  * Maps failures to 503 (PostgreSQL down or timed out) or 500, and "no row" to 404 with

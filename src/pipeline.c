@@ -181,15 +181,18 @@ static void take_held(struct pipeline *p)
         add_message(p, p->held[i]);
 }
 
-/* The first offset of each partition in b, into back (unless an earlier batch set it). */
+/* m's offset into back, unless an earlier record of its partition set it. */
+static void first_offset(rd_kafka_topic_partition_list_t *back, const rd_kafka_message_t *m)
+{
+    if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
+        rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+            m->offset;
+}
+
 static void first_offsets(const struct batch *b, rd_kafka_topic_partition_list_t *back)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        rd_kafka_message_t *m = b->slots[i].msg;
-        if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
-            rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)
-                ->offset = m->offset;
-    }
+    for (size_t i = 0; i < b->n; i++)
+        first_offset(back, b->slots[i].msg);
 }
 
 static struct lane *lane_at(struct pipeline *p, int k)
@@ -217,11 +220,8 @@ static void abandon_all(struct pipeline *p)
     }
     first_offsets(&p->cur, back);
     for (size_t i = 0; i < p->nheld; i++) {
-        rd_kafka_message_t *m = p->held[i];
-        if (!rd_kafka_topic_partition_list_find(back, rd_kafka_topic_name(m->rkt), m->partition))
-            rd_kafka_topic_partition_list_add(back, rd_kafka_topic_name(m->rkt), m->partition)
-                ->offset = m->offset;
-        rd_kafka_message_destroy(m);
+        first_offset(back, p->held[i]);
+        rd_kafka_message_destroy(p->held[i]);
     }
     p->nheld = 0;
     if (n)
@@ -312,11 +312,6 @@ static bool ensure_conn(struct pipeline *p, struct db **db, char **err)
     return *db != NULL;
 }
 
-static bool ensure_db(struct pipeline *p, char **err)
-{
-    return ensure_conn(p, &p->db, err);
-}
-
 /* Raises each partition's offset in `into` to the next one after b's records. */
 static void merge_offsets(rd_kafka_topic_partition_list_t *into, const struct batch *b)
 {
@@ -332,16 +327,10 @@ static void merge_offsets(rd_kafka_topic_partition_list_t *into, const struct ba
     }
 }
 
-static void commit_list(struct pipeline *p, rd_kafka_topic_partition_list_t *offs, bool async)
+static void offsets_clear(rd_kafka_topic_partition_list_t **l)
 {
-    char *err = NULL;
-    if (offs->cnt && !consumer_commit(p->consumer, offs, async, &err)) {
-        /* harmless for the data: the rows are in PostgreSQL and writes are idempotent */
-        log_warn("kafka: offset commit failed (%s); the events are safe in PostgreSQL and a "
-                 "redelivery will be skipped",
-                 err);
-        free(err);
-    }
+    rd_kafka_topic_partition_list_destroy(*l);
+    *l = rd_kafka_topic_partition_list_new(16);
 }
 
 /* Sends the offsets gathered since the last commit, asynchronously (queued in order
@@ -349,19 +338,18 @@ static void commit_list(struct pipeline *p, rd_kafka_topic_partition_list_t *off
 static void commit_pending(struct pipeline *p)
 {
     if (p->pending->cnt) {
-        commit_list(p, p->pending, true);
-        rd_kafka_topic_partition_list_destroy(p->pending);
-        p->pending = rd_kafka_topic_partition_list_new(16);
+        consumer_commit(p->consumer, p->pending, true);
+        offsets_clear(&p->pending);
     }
     p->last_commit_ms = now_ms();
 }
 
 /* Records the offsets of a written batch (its transaction has committed). In the stream
- * they are committed asynchronously, at most every COMMIT_INTERVAL_MS and whenever the
- * stream goes idle: at a few hundred small batches a second a commit per batch would keep
- * the group coordinator busy for nothing, while a later commit only means more records
- * redelivered (and skipped) after a crash. The offsets are also kept until the next
- * synchronous commit (commit_sync), which repeats them all, so that no commit is still on
+ * they are committed asynchronously, at most every COMMIT_INTERVAL_MS (the loop sends what
+ * waits once that has passed, also when the stream has stopped): at a few hundred small batches a
+ * second a commit per batch would keep the group coordinator busy for nothing, while a later commit
+ * only means more records redelivered (and skipped) after a crash. The offsets are also kept until
+ * the next synchronous commit (commit_sync), which repeats them all, so that no commit is still on
  * its way when partitions are given up or the process exits. */
 static void commit_offsets(struct pipeline *p, const struct batch *b, bool async)
 {
@@ -374,14 +362,10 @@ static void commit_offsets(struct pipeline *p, const struct batch *b, bool async
 /* Commits, and waits for, every offset written since the last time. */
 static void commit_sync(struct pipeline *p)
 {
-    if (p->pending->cnt) { /* they are in unsynced too */
-        rd_kafka_topic_partition_list_destroy(p->pending);
-        p->pending = rd_kafka_topic_partition_list_new(16);
-    }
+    if (p->pending->cnt) offsets_clear(&p->pending); /* they are in unsynced too */
     if (!p->unsynced->cnt) return;
-    commit_list(p, p->unsynced, false);
-    rd_kafka_topic_partition_list_destroy(p->unsynced);
-    p->unsynced = rd_kafka_topic_partition_list_new(16);
+    consumer_commit(p->consumer, p->unsynced, false);
+    offsets_clear(&p->unsynced);
 }
 
 /* Wakes the loop's poll when the writer is done (from the writer thread). */
@@ -693,7 +677,7 @@ int pipeline_run(struct config *cfg)
     int backoff = 500;
     while (!pipeline_stop_requested) {
         int applied = 0;
-        if (ensure_db(p, &err) && db_migrate(p->db, &applied, &err)) {
+        if (ensure_conn(p, &p->db, &err) && db_migrate(p->db, &applied, &err)) {
             if (applied) log_info("applied %d migration(s)", applied);
             status_set_postgres_up(true);
             break;
@@ -748,7 +732,7 @@ int pipeline_run(struct config *cfg)
         if (idle && now_ms() - last_ping >= IDLE_PING_MS) {
             /* keep /health and the postgres_up metric true while no event flows */
             char *perr = NULL;
-            status_set_postgres_up(ensure_db(p, &perr) && db_ping(p->db));
+            status_set_postgres_up(ensure_conn(p, &p->db, &perr) && db_ping(p->db));
             free(perr);
             last_ping = now_ms();
         }

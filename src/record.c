@@ -46,9 +46,7 @@ const char *record_check(const struct record *r, size_t max_bytes, bool *is_obje
     return reason;
 }
 
-/* Text that reads as the "\x<hex>" form itself: kept as hex too, so that it comes back
- * as the same text and not as the bytes it seems to spell. */
-static bool looks_escaped(const char *p, size_t n)
+bool record_text_is_hex(const char *p, size_t n)
 {
     if (n < 2 || p[0] != '\\' || p[1] != 'x' || (n - 2) % 2) return false;
     for (size_t i = 2; i < n; i++)
@@ -58,7 +56,7 @@ static bool looks_escaped(const char *p, size_t n)
 
 void record_text(struct buf *b, const char *p, size_t n)
 {
-    if (utf8_valid(p, n, NULL) && (n == 0 || !memchr(p, '\0', n)) && !looks_escaped(p, n)) {
+    if (utf8_valid(p, n, NULL) && (n == 0 || !memchr(p, '\0', n)) && !record_text_is_hex(p, n)) {
         buf_append(b, p, n);
         return;
     }

@@ -37,6 +37,9 @@ const char *record_check(const struct record *r, size_t max_bytes, bool *is_obje
  * they are valid UTF-8 without NUL (and do not read as that notation themselves), else
  * "\x" and their hex (PostgreSQL's bytea notation). Appends to b. */
 void record_text(struct buf *b, const char *p, size_t n);
+/* True when text is in that notation ("\x" and an even number of lowercase hex digits):
+ * record_text() writes such text as hex too, so that it comes back as the same text. */
+bool record_text_is_hex(const char *p, size_t n);
 
 /* The headers as a JSON object (name -> string or null; a name that repeats maps to an
  * array of its values, in order). Appends "null" when there are no headers. */

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
+#include "record.h"
 #include "replay_sql.h"
 
 #define DELIVERY_TIMEOUT_MS 30000
@@ -91,10 +92,7 @@ static void add_header(struct buf *store, size_t **offs, size_t *n, size_t *cap,
     if (val) {
         val_at = store->len;
         /* "\x<hex>" is how record_text() keeps bytes that are not UTF-8 text */
-        bool hex = len >= 2 && val[0] == '\\' && val[1] == 'x' && (len - 2) % 2 == 0;
-        for (size_t i = 2; hex && i < len; i++)
-            hex = (val[i] >= '0' && val[i] <= '9') || (val[i] >= 'a' && val[i] <= 'f');
-        if (!hex || !unhex(val + 2, len - 2, store)) {
+        if (!record_text_is_hex(val, len) || !unhex(val + 2, len - 2, store)) {
             store->len = val_at;
             buf_append(store, val, len);
         }
