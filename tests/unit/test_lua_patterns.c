@@ -143,10 +143,11 @@ static void check_cases(struct lua_host *h)
 static void test_cases_same_as_stock_lua(void **state)
 {
     struct lua_host *h = *state;
-    /* the functions really are the bounded ones, in string and in the string metatable */
+    /* the functions really are the bounded ones, in string and as methods of strings (the
+     * string metatable itself is locked: getmetatable('') gives a text) */
     expect_result(h,
-                  "local mt = getmetatable('').__index "
-                  "return tostring(mt == string and mt.find == string.find)",
+                  "return tostring(('').find == string.find and ('').gsub == string.gsub and "
+                  "type(getmetatable('')) == 'string')",
                   "true");
     expect_error(h, "return ('a'):rep(5000):find('.-.-b')", BUDGET_MSG);
     check_cases(h);
