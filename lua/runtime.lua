@@ -14,7 +14,7 @@ local json = sink.json
 local decode, null = json.decode, json.null
 local type, tostring, tonumber, pairs, ipairs, error, pcall =
     type, tostring, tonumber, pairs, ipairs, error, pcall
-local setmetatable, getmetatable, rawset = setmetatable, getmetatable, rawset
+local setmetatable, rawset, load = setmetatable, rawset, load
 local tointeger, utf8len, find, format = math.tointeger, utf8.len, string.find, string.format
 local base_env = _G
 
@@ -127,13 +127,38 @@ check_schedules = function(file, list)
     end
 end
 
+-- Each policy file gets an environment of its own: a copy of the sandbox's globals whose
+-- library tables (string, table, math, sink, sink.json, ...) are copies too, so that no
+-- file can change what another file, or this runtime, sees. `_G` is the file's own table,
+-- and `load` defaults to it. The copies are shallow: the functions are the same.
+local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = v end
+    return c
+end
+
+local env_mt = setmetatable({}, {__mode = "k"}) -- env -> its metatable
+
 function R.new_env()
-    -- reads fall through to the sandbox; writes stay in this policy's own table
-    return setmetatable({}, {__index = base_env})
+    local env, lib = {}, {}
+    for k, v in pairs(base_env) do
+        if type(v) == "table" and v ~= base_env then v = copy(v) end
+        lib[k] = v
+    end
+    lib.sink.json = copy(base_env.sink.json)
+    lib._G = env
+    lib.load = function(chunk, name, mode, e)
+        if e == nil then e = env end
+        return load(chunk, name, mode, e)
+    end
+    -- reads fall through to the file's own copy of the sandbox; writes stay in env
+    local mt = {__index = lib, __metatable = false}
+    env_mt[env] = mt
+    return setmetatable(env, mt)
 end
 
 local function lock(env)
-    getmetatable(env).__newindex = function(_, k)
+    env_mt[env].__newindex = function(_, k)
         error(format("assignment to undeclared global '%s' (declare it local)", tostring(k)), 2)
     end
 end

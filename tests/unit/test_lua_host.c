@@ -116,7 +116,7 @@ static const char ABSENT_CHECK[] =
     "local present = {}\n"
     "for _, n in ipairs(names) do if _G[n] ~= nil then present[#present + 1] = n end end\n"
     "if string.dump ~= nil then present[#present + 1] = 'string.dump' end\n"
-    "if getmetatable('').__index.dump ~= nil then present[#present + 1] = 'str:dump' end\n"
+    "if ('').dump ~= nil then present[#present + 1] = 'str:dump' end\n"
     "return #present == 0 and 'none' or table.concat(present, ',')\n";
 
 static void test_policy_env_absent(void **state)
