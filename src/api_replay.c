@@ -143,6 +143,21 @@ static void finish_job(PGconn *c, int64_t job)
     PQclear(r);
 }
 
+/* The replay_source tag of a request (malloc'd), or NULL after answering 422 when the
+ * hook failed (raised, or was stopped by a sandbox limit): a replay is never sent with a
+ * tag nobody decided. */
+static char *replay_tag(struct http_req *rq, struct http_resp *rs, const char *kind,
+                        const char *requested_by, const char *reason)
+{
+    char *err = NULL;
+    char *tag = policy_ctl_replay_tag(rq->env->ctl, kind, requested_by, reason, false, &err);
+    if (tag) return tag;
+    log_warn("the replay_source hook failed (%s); the %s replay request is refused", err, kind);
+    http_error(rs, 422, "policy_error", "the replay_source policy failed: %s", err);
+    free(err);
+    return NULL;
+}
+
 /* Produces the one item of a synchronous job and answers: 202 once Kafka acknowledged,
  * 503 when it did not (the job records the failure; nothing counts as done). */
 /* Creates a bulk job (batch, range, filtered DLQ retry) and its items in one transaction,
@@ -153,7 +168,8 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
                            double deferred, const char *items_sql, int np, const char **p,
                            int job_param, const char *count_key)
 {
-    char *tag = policy_ctl_replay_source(rq->env->ctl, kind, requested_by, reason, false);
+    char *tag = replay_tag(rq, rs, kind, requested_by, reason);
+    if (!tag) return;
     PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
     if (b && rq->webhook_sig) {
         /* a webhook's signature goes in with its job, or not at all */
@@ -257,7 +273,8 @@ static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, con
         return;
     }
     PQclear(res);
-    char *tag = policy_ctl_replay_source(rq->env->ctl, "single", who(rq), reason, false);
+    char *tag = replay_tag(rq, rs, "single", who(rq), reason);
+    if (!tag) return;
     struct buf params = {0};
     params_begin(&params, rq);
     buf_printf(&params, "\"event_id\":%s,\"sync\":true}", idtext);
@@ -585,12 +602,13 @@ static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
         http_error(rs, 409, "conflict", "DLQ entry %s is %s; there is nothing to retry",
                    rq->path_args[0], st);
     } else if (st) {
-        char *tag = policy_ctl_replay_source(rq->env->ctl, "dlq_retry", who(rq), reason, false);
+        char *tag = replay_tag(rq, rs, "dlq_retry", who(rq), reason);
         struct buf params = {0};
         params_begin(&params, rq);
         buf_printf(&params, "\"dlq_id\":%s,\"sync\":true}", rq->path_args[0]);
-        int64_t job =
-            create_job(rq, rs, c, "dlq_retry", tag, who(rq), reason, params.data, "running", 1);
+        int64_t job = tag ? create_job(rq, rs, c, "dlq_retry", tag, who(rq), reason, params.data,
+                                       "running", 1)
+                          : 0;
         buf_free(&params);
         if (job) {
             char j[24];

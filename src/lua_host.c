@@ -1,5 +1,7 @@
 #include "lua_host.h"
 
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -12,6 +14,7 @@
 #include "log.h"
 #include "lua_json.h"
 #include "lua_patterns.h"
+#include "lua_safe.h"
 
 /* lua-cjson is linked in (liblua5.4-cjson) and opened here, never through require. */
 int luaopen_cjson(lua_State *L);
@@ -31,7 +34,38 @@ struct lua_host {
     char trip_msg[160];
     bool tripped;     /* the budget ran out in the current call: keep raising */
     bool mem_refused; /* an allocation was refused in the current call */
+    /* The watchdog's view (policy_runner.c), the one field another thread touches: the
+     * CLOCK_MONOTONIC ms at which the outermost lua_host_pcall started, 0 outside a call,
+     * -1 once the watchdog abandoned the host. Only the host's thread moves it from 0 to a
+     * start and back (compare-and-swap); only the watchdog moves a start to -1. */
+    _Atomic int64_t call_started;
+    int depth; /* nesting of lua_host_pcall (the host's thread only) */
 };
+
+int64_t lua_host_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t lua_host_call_started(struct lua_host *h)
+{
+    int64_t v = atomic_load(&h->call_started);
+    return v > 0 ? v : 0;
+}
+
+bool lua_host_abandoned(struct lua_host *h)
+{
+    return atomic_load(&h->call_started) < 0;
+}
+
+bool lua_host_abandon(struct lua_host *h, int64_t started_before_ms)
+{
+    int64_t v = atomic_load(&h->call_started);
+    if (v <= 0 || v >= started_before_ms) return false;
+    return atomic_compare_exchange_strong(&h->call_started, &v, -1);
+}
 
 static struct lua_host *host_of(lua_State *L)
 {
@@ -125,6 +159,18 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
 {
     lua_State *L = h->L;
     int base = lua_gettop(L) - nargs; /* index of the function */
+    if (lua_host_abandoned(h)) {
+        /* the watchdog gave up on this host: run nothing more in it */
+        lua_settop(L, base - 1);
+        if (err) *err = xstrdup("the policy state was abandoned by the watchdog");
+        return false;
+    }
+    int64_t started = 0;
+    if (h->depth++ == 0) {
+        started = lua_host_now_ms();
+        atomic_store(&h->call_started, started > 0 ? started : 1);
+        started = started > 0 ? started : 1;
+    }
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     h->instructions = 0;
@@ -148,6 +194,22 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
     int rc = lua_pcall(L, nargs, nresults, base);
     if (hooked) lua_sethook(L, NULL, 0, 0);
     lua_remove(L, base);
+    bool abandoned = false;
+    if (--h->depth == 0) {
+        int64_t expect = started;
+        abandoned = !atomic_compare_exchange_strong(&h->call_started, &expect, 0);
+    }
+    if (abandoned) {
+        /* the watchdog returned to the caller already: whatever this call produced is
+         * nobody's; fail it, and every later call */
+        if (rc == LUA_OK)
+            lua_pop(L, nresults == LUA_MULTRET ? 0 : nresults);
+        else
+            lua_pop(L, 1);
+        if (err) *err = xstrdup("the policy state was abandoned by the watchdog");
+        h->tripped = false;
+        return false;
+    }
     if (rc == LUA_OK && h->tripped) {
         /* the budget ran out inside a coroutine that the script resumed and abandoned:
          * the call failed all the same */
@@ -159,14 +221,16 @@ bool lua_host_pcall(struct lua_host *h, int nargs, int nresults, char **err)
 
     struct buf msg = {0};
     if (h->timed_out) {
-        buf_printf(&msg, "time limit exceeded (%ld ms)", h->limits.max_call_ms);
+        buf_printf(&msg, "time limit exceeded (sandbox.max_call_ms = %ld ms)",
+                   h->limits.max_call_ms);
     } else if (h->trip_reason) {
         buf_printf(&msg, "%s", h->trip_reason);
     } else if (h->tripped) {
-        buf_printf(&msg, "instruction budget exceeded (%ld instructions)",
+        buf_printf(&msg, "instruction budget exceeded (sandbox.max_instructions = %ld)",
                    h->limits.max_instructions);
     } else if (rc == LUA_ERRMEM) {
-        buf_printf(&msg, "memory limit exceeded (%zu bytes)", h->limits.max_memory_bytes);
+        buf_printf(&msg, "memory limit exceeded (sandbox.max_memory_bytes = %zu)",
+                   h->limits.max_memory_bytes);
     } else {
         const char *m = lua_tostring(L, -1);
         m = m ? m : "(error without message)";
@@ -306,6 +370,8 @@ static int setup_env(lua_State *L)
     long steps = h->limits.max_instructions;
     if (steps > PATTERN_MAX_STEPS || (!steps && h->limits.max_call_ms)) steps = PATTERN_MAX_STEPS;
     lua_patterns_install(L, steps);
+    /* string.rep, table.move, setmetatable (__gc) and the string metatable: see lua_safe.h */
+    lua_safe_install(L, h->limits.max_instructions ? h->limits.max_instructions * 10 : 0);
     /* base: no file access, no binary chunks, no collector control */
     static const char *const removed[] = {"dofile", "loadfile", "collectgarbage", NULL};
     for (const char *const *r = removed; *r; r++) {

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -48,6 +49,22 @@ bool lua_host_load(struct lua_host *h, const char *src, size_t len, const char *
  * their own: the rest of the current call fails too, with `why` as its error, even if the
  * script catches the first error. No effect on a host without limits. */
 void lua_host_trip(lua_State *L, const char *why);
+
+/* ---- for the watchdog (policy_runner.c) -----------------------------------------------
+ * The budget and the time limit are checked by a Lua hook, which cannot fire inside one
+ * long C call. The watchdog runs in another thread: it reads when the host's current call
+ * started and, once that is too long ago, abandons the host. From then on the host's
+ * thread owns nothing its caller gave it: the call in progress and every later one fail
+ * with "the policy state was abandoned by the watchdog", and the state is only fit to be
+ * destroyed (by its own thread, once it gets back). */
+int64_t lua_host_now_ms(void); /* CLOCK_MONOTONIC, ms */
+/* When the outermost lua_host_pcall in progress started (lua_host_now_ms), 0 outside a
+ * call. Any thread. */
+int64_t lua_host_call_started(struct lua_host *h);
+/* Abandons the host if a call is in progress that started before started_before_ms; true
+ * when it did. Any thread. */
+bool lua_host_abandon(struct lua_host *h, int64_t started_before_ms);
+bool lua_host_abandoned(struct lua_host *h);
 
 /* Bytes the state holds now, and the number of calls stopped by each limit. */
 size_t lua_host_memory(const struct lua_host *h);

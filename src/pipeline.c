@@ -11,6 +11,7 @@
 #include "consumer.h"
 #include "db.h"
 #include "embedded.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -19,6 +20,7 @@
 #include "producer.h"
 #include "replay_worker.h"
 #include "scheduler.h"
+#include "shutdown_guard.h"
 #include "status.h"
 #include "record.h"
 #include "reload.h"
@@ -44,7 +46,8 @@ struct slot {
 struct batch {
     struct slot *slots;
     size_t n, cap;
-    struct batch_item *items; /* items[i] decides slots[i], for i < ndecided */
+    struct batch_item *items;    /* items[i] decides slots[i], for i < ndecided */
+    struct policy_input *inputs; /* what decide() hands the policies, icap of them */
     size_t ndecided, icap;
     int64_t started_ms; /* its first record arrived */
     int64_t write_ms;   /* handed to PostgreSQL */
@@ -169,6 +172,7 @@ static void batch_free(struct batch *b)
     batch_release(b);
     free(b->slots);
     free(b->items);
+    free(b->inputs);
 }
 
 /* Messages that arrived while a flush waited for PostgreSQL join the batch being
@@ -243,16 +247,20 @@ static void decide(struct pipeline *p, struct batch *b)
     if (b->icap < b->cap) {
         b->icap = b->cap;
         b->items = xrealloc(b->items, b->icap * sizeof *b->items);
+        b->inputs = xrealloc(b->inputs, b->icap * sizeof *b->inputs);
     }
     for (size_t i = b->ndecided; i < b->n; i++) {
         struct record *r = &b->slots[i].rec;
         struct batch_item *it = &b->items[i];
-        char *detail = NULL;
-        const char *bad =
-            record_check(r, (size_t)p->cfg->kafka.max_message_bytes, &it->is_object, &detail);
-        it->rec = r;
-        policy_decide(p->policies, r, bad, detail, &it->d);
+        struct policy_input *in = &b->inputs[i - b->ndecided];
+        in->bad_detail = NULL;
+        in->bad_reason = record_check(r, (size_t)p->cfg->kafka.max_message_bytes, &it->is_object,
+                                      &in->bad_detail);
+        in->rec = it->rec = r;
+        in->out = &it->d;
     }
+    /* one hand-over to the policy thread for the lot (its watchdog bounds every call) */
+    policy_decide_batch(p->policies, b->inputs, b->n - b->ndecided);
     /* consumed, counted per topic (a batch rarely spans more than a few) */
     for (size_t i = b->ndecided; i < b->n;) {
         const char *t = b->slots[i].rec.topic;
@@ -434,6 +442,7 @@ static bool retry_write(struct pipeline *p, struct lane *l, int64_t deadline, bo
         }
         int64_t until = now_ms() + backoff;
         while (now_ms() < until && !p->abandoned) {
+            health_progress(HEALTH_CONSUMER); /* waiting for PostgreSQL is not a stall */
             if (may_poll) {
                 rd_kafka_message_t *m = consumer_poll(p->consumer, 100);
                 if (m) add_message(p, m);
@@ -583,8 +592,7 @@ static void reload_policies(struct pipeline *p)
     struct lua_host_limits lim = policy_limits(p->cfg);
     char *err = NULL;
     struct policy_set *ps = policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err);
-    struct policy_set *ctl =
-        ps ? policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err) : NULL;
+    struct policy_set *ctl = ps ? policy_set_clone(ps, &err) : NULL;
     if (!ctl) {
         policy_set_destroy(ps);
         log_error("policy reload failed, the previous policies (version %d) stay: %s",
@@ -635,12 +643,15 @@ int pipeline_run(struct config *cfg)
     char *err = NULL;
     struct lua_host_limits lim = policy_limits(cfg);
     struct policy_set *ctl = NULL;
+    health_configure(cfg->health.stall_after_s);
+    shutdown_guard_start(&pipeline_stop_requested);
     p->policies = policy_set_load(&cfg->policies, &lim, 1, &err);
-    if (p->policies) ctl = policy_set_load(&cfg->policies, &lim, 1, &err);
+    if (p->policies) ctl = policy_set_clone(p->policies, &err);
     if (!ctl) {
         log_error("cannot load the policies: %s", err);
         free(err);
         policy_set_destroy(p->policies);
+        shutdown_guard_stop();
         return 2;
     }
     p->ctl = policy_ctl_create(ctl);
@@ -723,7 +734,9 @@ int pipeline_run(struct config *cfg)
     buf_free(&topics);
 
     int64_t last_ping = now_ms();
+    health_busy(HEALTH_CONSUMER); /* the loop always has work: it moves once a poll at least */
     while (!pipeline_stop_requested) {
+        health_progress(HEALTH_CONSUMER);
         bool idle = p->cur.n == 0 && p->count == 0;
         /* offsets of written batches wait at most COMMIT_INTERVAL_MS (the poll below
          * blocks no longer than that), also when the stream has stopped */
@@ -762,6 +775,7 @@ int pipeline_run(struct config *cfg)
              (!m && p->count < p->nlanes && waited >= LINGER_MS)))
             flush(p, 0, true, false);
     }
+    health_idle(HEALTH_CONSUMER);
     log_info("stopping on %s: writing the batch in flight and committing",
              pipeline_stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
     int64_t stop_started = now_ms();
@@ -800,5 +814,6 @@ out:
     policy_set_destroy(p->policies);
     policy_ctl_destroy(p->ctl);
     if (rc == 0) log_info("eventsink stopped");
+    shutdown_guard_stop();
     return rc;
 }

@@ -1,5 +1,9 @@
-/* A loaded set of policy files: one Lua state with the runtime (lua/runtime.lua) and the
- * operator's hooks, built whole or not at all. A set is used by one thread at a time. */
+/* A loaded set of policy files, built whole or not at all: the runtime (lua/runtime.lua) and
+ * the operator's hooks in one Lua state (policy_engine.h) that runs on a thread of its own
+ * under a watchdog (policy_runner.h). Every call below returns within sandbox.max_call_ms
+ * plus a small margin a Lua call, whatever the policy does; a state the watchdog had to
+ * abandon is replaced from the same file contents on the next call. A set is used by one
+ * thread at a time. */
 #ifndef EVENTSINK_POLICY_H
 #define EVENTSINK_POLICY_H
 
@@ -44,10 +48,13 @@ struct decision {
     char *detail;       /* DLQ detail (malloc'd) or NULL */
 };
 
-/* Compiles and installs every file in a fresh state. On failure returns NULL and sets
- * *err (malloc'd) to the first error, with the file and line. */
+/* Reads, compiles and installs every file in a fresh state and runs the self-test. On
+ * failure returns NULL and sets *err (malloc'd) to the first error, with the file and
+ * line. */
 struct policy_set *policy_set_load(const struct strlist *files,
                                    const struct lua_host_limits *limits, int version, char **err);
+/* A second set of the same version from the same file contents (not read again). */
+struct policy_set *policy_set_clone(const struct policy_set *ps, char **err);
 void policy_set_destroy(struct policy_set *ps);
 int policy_set_version(const struct policy_set *ps);
 
@@ -59,8 +66,28 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
                    char *bad_detail, struct decision *out);
 void decision_clear(struct decision *d);
 
+/* One record of policy_decide_batch: in, and where its decision goes. The set takes
+ * ownership of bad_detail. */
+struct policy_input {
+    const struct record *rec;
+    const char *bad_reason;
+    char *bad_detail;
+    struct decision *out;
+};
+/* policy_decide for n records at once: the pipeline's way, one hand-over to the policy
+ * thread a batch. */
+void policy_decide_batch(struct policy_set *ps, struct policy_input *in, size_t n);
+
+/* Runs fn(host, arg) on the set's policy thread under the same watchdog as every hook
+ * (fn follows the rule of policy_job_fn: arg only outside Lua calls). False with *err when
+ * the watchdog abandoned it. For tests that put C code of their own into the sandbox. */
+bool policy_set_exec(struct policy_set *ps, void (*fn)(struct lua_host *h, void *arg), void *arg,
+                     char **err);
+
 /* The set's schedules (owned by the set). */
 const struct policy_schedule *policy_set_schedules(const struct policy_set *ps, size_t *n);
+/* Frees a copy of schedules (n of them). Accepts NULL. */
+void policy_schedules_free(struct policy_schedule *s, size_t n);
 
 /* The dlq_retry hook: 1 with *seconds until the next automated attempt, 0 when retrying
  * stops, -1 with *err when the hook failed. */

@@ -45,13 +45,20 @@ static const char *default_tag(const char *kind, bool automatic)
     return "operator_api";
 }
 
+char *policy_ctl_replay_tag(struct policy_ctl *c, const char *kind, const char *requested_by,
+                            const char *reason, bool automatic, char **err)
+{
+    pthread_mutex_lock(&c->lock);
+    char *tag = policy_replay_source(c->ps, kind, requested_by, reason, automatic, err);
+    pthread_mutex_unlock(&c->lock);
+    return tag;
+}
+
 char *policy_ctl_replay_source(struct policy_ctl *c, const char *kind, const char *requested_by,
                                const char *reason, bool automatic)
 {
     char *err = NULL;
-    pthread_mutex_lock(&c->lock);
-    char *tag = policy_replay_source(c->ps, kind, requested_by, reason, automatic, &err);
-    pthread_mutex_unlock(&c->lock);
+    char *tag = policy_ctl_replay_tag(c, kind, requested_by, reason, automatic, &err);
     if (tag) return tag;
     const char *def = default_tag(kind, automatic);
     log_warn("the replay_source hook failed (%s); tagging the replay \"%s\"", err, def);
@@ -91,17 +98,6 @@ struct policy_schedule *policy_ctl_schedules(struct policy_ctl *c, size_t *n, in
     pthread_mutex_unlock(&c->lock);
     *n = cnt;
     return copy;
-}
-
-void policy_schedules_free(struct policy_schedule *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(s[i].name);
-        free(s[i].cron_text);
-        free(s[i].action);
-        free(s[i].params_json);
-    }
-    free(s);
 }
 
 int policy_ctl_replay_guard(struct policy_ctl *c, const char *kind, const char *requested_by,

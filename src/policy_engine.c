@@ -1,4 +1,4 @@
-#include "policy.h"
+#include "policy_engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,23 +10,21 @@
 #include "buf.h"
 #include "cron.h"
 #include "log.h"
-#include "policy_fast.h"
 
-struct policy_set {
+struct policy_engine {
     struct lua_host *host;
     struct policy_schedule *schedules;
     size_t nschedules;
-    int version;
-    bool builtin_decide;         /* describe, detect_replay and route are the defaults: C decides */
-    const struct strlist *files; /* the configuration's list (it outlives the set) */
-    int runtime_ref;             /* registry reference to the runtime's table */
-    int decide_ref;              /* registry reference to runtime.decide */
+    bool builtin_decide; /* describe, detect_replay and route are the defaults: C decides */
+    const struct policy_sources *src; /* the files (they outlive the engine) */
+    int runtime_ref;                  /* registry reference to the runtime's table */
+    int decide_ref;                   /* registry reference to runtime.decide */
 };
 
 /* Lua shortens a chunk name to LUA_IDSIZE characters ("...cies/main.lua:4: ..."): put the
  * full path of the policy file back into a message that names one of them. Takes and
  * returns a malloc'd message. */
-static char *full_paths(char *msg, const struct strlist *files)
+char *policy_full_paths(char *msg, const struct policy_sources *files)
 {
     if (!msg) return msg;
     for (char *dots = strstr(msg, "..."); dots; dots = strstr(dots + 3, "...")) {
@@ -34,7 +32,7 @@ static char *full_paths(char *msg, const struct strlist *files)
         if (!colon) break;
         size_t shown = (size_t)(colon - (dots + 3));
         for (size_t i = 0; i < files->n; i++) {
-            const char *f = files->items[i];
+            const char *f = files->paths[i];
             size_t fl = strlen(f);
             if (shown && fl >= shown && memcmp(f + fl - shown, dots + 3, shown) == 0) {
                 struct buf b = {0};
@@ -64,8 +62,50 @@ static bool read_file(const char *path, struct buf *out, char **err)
     return true;
 }
 
+struct policy_sources *policy_sources_read(const struct strlist *files, char **err)
+{
+    struct policy_sources *s = xcalloc(1, sizeof *s);
+    s->paths = xcalloc(files->n + 1, sizeof *s->paths);
+    s->texts = xcalloc(files->n + 1, sizeof *s->texts);
+    for (size_t i = 0; i < files->n; i++) {
+        s->paths[i] = xstrdup(files->items[i]);
+        s->texts[i] = (struct buf){0};
+        s->n++;
+        if (!read_file(files->items[i], &s->texts[i], err)) {
+            policy_sources_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+struct policy_sources *policy_sources_copy(const struct policy_sources *src)
+{
+    struct policy_sources *s = xcalloc(1, sizeof *s);
+    s->paths = xcalloc(src->n + 1, sizeof *s->paths);
+    s->texts = xcalloc(src->n + 1, sizeof *s->texts);
+    for (size_t i = 0; i < src->n; i++) {
+        s->paths[i] = xstrdup(src->paths[i]);
+        buf_append(&s->texts[i], src->texts[i].data ? src->texts[i].data : "", src->texts[i].len);
+    }
+    s->n = src->n;
+    return s;
+}
+
+void policy_sources_free(struct policy_sources *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->paths[i]);
+        buf_free(&s->texts[i]);
+    }
+    free(s->paths);
+    free(s->texts);
+    free(s);
+}
+
 /* Stack: [] -> [] ; runtime[name](args...) with nargs pushed after the lookup by caller. */
-static void push_runtime_fn(struct policy_set *ps, const char *name)
+static void push_runtime_fn(struct policy_engine *ps, const char *name)
 {
     lua_State *L = lua_host_state(ps->host);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->runtime_ref);
@@ -74,7 +114,7 @@ static void push_runtime_fn(struct policy_set *ps, const char *name)
 }
 
 /* Reads runtime.schedule_list() into C, checking each cron expression. */
-static bool load_schedules(struct policy_set *ps, char **err)
+static bool load_schedules(struct policy_engine *ps, char **err)
 {
     lua_State *L = lua_host_state(ps->host);
     push_runtime_fn(ps, "schedule_list");
@@ -109,15 +149,13 @@ static bool load_schedules(struct policy_set *ps, char **err)
     return ok;
 }
 
-struct policy_set *policy_set_load(const struct strlist *files,
-                                   const struct lua_host_limits *limits, int version, char **err)
+struct policy_engine *engine_load(struct lua_host *host, const struct policy_sources *files,
+                                  char **err)
 {
-    struct policy_set *ps = xcalloc(1, sizeof *ps);
-    ps->version = version;
+    struct policy_engine *ps = xcalloc(1, sizeof *ps);
     ps->runtime_ref = ps->decide_ref = LUA_NOREF;
-    struct buf src = {0};
-    ps->host = lua_host_create(limits, LUA_HOST_POLICY, err);
-    if (!ps->host) goto error;
+    ps->src = files;
+    ps->host = host;
     lua_State *L = lua_host_state(ps->host);
 
     const struct asset *rt = asset_find("lua/runtime.lua");
@@ -130,12 +168,12 @@ struct policy_set *policy_set_load(const struct strlist *files,
     ps->runtime_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     for (size_t i = 0; i < files->n; i++) {
-        const char *path = files->items[i];
-        buf_reset(&src);
-        if (!read_file(path, &src, err)) goto error;
+        const char *path = files->paths[i];
+        const struct buf *src = &files->texts[i];
         struct buf chunkname = {0};
         buf_printf(&chunkname, "@%s", path);
-        bool ok = lua_host_load(ps->host, src.data ? src.data : "", src.len, chunkname.data, err);
+        bool ok =
+            lua_host_load(ps->host, src->data ? src->data : "", src->len, chunkname.data, err);
         buf_free(&chunkname);
         if (!ok) goto error;
         /* [chunk] -> give it its own environment, run it, install what it returns */
@@ -167,18 +205,16 @@ struct policy_set *policy_set_load(const struct strlist *files,
     if (!lua_host_pcall(ps->host, 0, 0, err)) goto error;
     push_runtime_fn(ps, "decide");
     ps->decide_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    buf_free(&src);
-    ps->files = files;
     return ps;
 
 error:
-    buf_free(&src);
-    if (err) *err = full_paths(*err, files);
-    policy_set_destroy(ps);
+    if (err) *err = policy_full_paths(*err, files);
+    ps->host = NULL; /* the caller's again */
+    engine_destroy(ps);
     return NULL;
 }
 
-void policy_set_destroy(struct policy_set *ps)
+void engine_destroy(struct policy_engine *ps)
 {
     if (!ps) return;
     for (size_t i = 0; i < ps->nschedules; i++) {
@@ -193,13 +229,23 @@ void policy_set_destroy(struct policy_set *ps)
     free(ps);
 }
 
-const struct policy_schedule *policy_set_schedules(const struct policy_set *ps, size_t *n)
+struct lua_host *engine_host(struct policy_engine *ps)
+{
+    return ps->host;
+}
+
+bool engine_builtin_decide(const struct policy_engine *ps)
+{
+    return ps->builtin_decide;
+}
+
+const struct policy_schedule *engine_schedules(const struct policy_engine *ps, size_t *n)
 {
     *n = ps->nschedules;
     return ps->schedules;
 }
 
-int policy_dlq_retry(struct policy_set *ps, const struct dlq_entry_info *e, double *seconds,
+int engine_dlq_retry(struct policy_engine *ps, const struct dlq_entry_info *e, double *seconds,
                      char **err)
 {
     lua_State *L = lua_host_state(ps->host);
@@ -229,11 +275,6 @@ int policy_dlq_retry(struct policy_set *ps, const struct dlq_entry_info *e, doub
     }
     lua_pop(L, 1);
     return rc;
-}
-
-int policy_set_version(const struct policy_set *ps)
-{
-    return ps->version;
 }
 
 /* Stack: [] -> [ev] */
@@ -279,18 +320,17 @@ static const char *const reasons[] = {"invalid_json", "invalid_utf8",   "nul_cha
                                       "too_large",    "missing_tenant", "policy_error",
                                       "policy_route", "db_reject",      NULL};
 
-static const char *static_reason(const char *s)
+const char *policy_static_reason(const char *s)
 {
     for (const char *const *r = reasons; *r; r++)
         if (s && strcmp(s, *r) == 0) return *r;
     return "policy_route";
 }
 
-void policy_decide(struct policy_set *ps, const struct record *r, const char *bad_reason,
+void engine_decide(struct policy_engine *ps, const struct record *r, const char *bad_reason,
                    char *bad_detail, struct decision *out)
 {
     memset(out, 0, sizeof *out);
-    if (ps->builtin_decide && !bad_reason && policy_fast_decide(r, true, out)) return;
     lua_State *L = lua_host_state(ps->host);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->decide_ref);
     push_event(L, r);
@@ -302,12 +342,12 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
     if (!lua_host_pcall(ps->host, 2, 9, &err)) {
         out->to_dlq = true;
         if (bad_reason) {
-            out->reason = static_reason(bad_reason);
+            out->reason = policy_static_reason(bad_reason);
             out->detail = bad_detail;
             free(err);
         } else {
             out->reason = "policy_error";
-            out->detail = full_paths(err, ps->files);
+            out->detail = policy_full_paths(err, ps->src);
         }
         return;
     }
@@ -319,7 +359,7 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
     out->replay_job_id = lua_isinteger(L, -4) ? lua_tointeger(L, -4) : 0;
     out->to_dlq = lua_type(L, -3) == LUA_TSTRING;
     if (out->to_dlq) {
-        out->reason = static_reason(lua_tostring(L, -2));
+        out->reason = policy_static_reason(lua_tostring(L, -2));
         if (bad_reason) {
             out->detail = bad_detail;
             bad_detail = NULL;
@@ -329,15 +369,6 @@ void policy_decide(struct policy_set *ps, const struct record *r, const char *ba
     }
     lua_pop(L, 9);
     free(bad_detail);
-}
-
-void decision_clear(struct decision *d)
-{
-    free(d->tenant_id);
-    free(d->event_type);
-    free(d->replay_source);
-    free(d->detail);
-    memset(d, 0, sizeof *d);
 }
 
 /* Stack: [] -> [req] ; the request table of the replay_source and replay_guard hooks. */
@@ -359,7 +390,7 @@ static void push_request(lua_State *L, const char *kind, const char *requested_b
     lua_setfield(L, -2, "automatic");
 }
 
-char *policy_replay_source(struct policy_set *ps, const char *kind, const char *requested_by,
+char *engine_replay_source(struct policy_engine *ps, const char *kind, const char *requested_by,
                            const char *reason, bool automatic, char **err)
 {
     lua_State *L = lua_host_state(ps->host);
@@ -372,7 +403,7 @@ char *policy_replay_source(struct policy_set *ps, const char *kind, const char *
     return tag;
 }
 
-int policy_replay_guard(struct policy_set *ps, const char *kind, const char *requested_by,
+int engine_replay_guard(struct policy_engine *ps, const char *kind, const char *requested_by,
                         const char *reason, bool automatic, long count, double *defer_s, char **why,
                         char **err)
 {
