@@ -5,18 +5,25 @@
 #include <string.h>
 
 #include "api_sql.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "reload.h"
 #include "status.h"
 
+/* 200 while the process runs; "stalled" names each component that has work and made no
+ * progress for health.stall_after_s (CONTRACT 9.1). */
 static void h_health(struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
+    struct buf stalled = {0};
+    int n = health_stalled_json(&stalled);
     buf_printf(&rs->body,
-               "{\"status\":\"ok\",\"postgres\":\"%s\",\"kafka\":\"%s\",\"policy_version\":%d}",
-               status_postgres_up() ? "up" : "down", status_kafka_up() ? "up" : "down",
-               status_policy_version());
+               "{\"status\":\"%s\",\"postgres\":\"%s\",\"kafka\":\"%s\",\"policy_version\":%d,"
+               "\"stalled\":%s}",
+               n ? "stalled" : "ok", status_postgres_up() ? "up" : "down",
+               status_kafka_up() ? "up" : "down", status_policy_version(), stalled.data);
+    buf_free(&stalled);
 }
 
 static void h_ready(struct http_req *rq, struct http_resp *rs)
@@ -32,9 +39,13 @@ static void h_ready(struct http_req *rq, struct http_resp *rs)
         db_pool_put(rq->pool, c);
     }
     bool kafka = status_kafka_up();
-    rs->status = pg && kafka ? 200 : 503;
-    buf_printf(&rs->body, "{\"ready\":%s,\"postgres\":\"%s\",\"kafka\":\"%s\"}",
-               pg && kafka ? "true" : "false", pg ? "up" : "down", kafka ? "up" : "down");
+    struct buf stalled = {0};
+    bool moving = health_stalled_json(&stalled) == 0;
+    bool ready = pg && kafka && moving;
+    rs->status = ready ? 200 : 503;
+    buf_printf(&rs->body, "{\"ready\":%s,\"postgres\":\"%s\",\"kafka\":\"%s\",\"stalled\":%s}",
+               ready ? "true" : "false", pg ? "up" : "down", kafka ? "up" : "down", stalled.data);
+    buf_free(&stalled);
 }
 
 /* Reads ?limit= (1..max, default def). False (with a 400 answer) when out of range. */

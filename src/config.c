@@ -89,6 +89,10 @@ static const struct opt scheduler_opts[] = {
     STR("timezone", scheduler.timezone, "UTC"),
     END,
 };
+static const struct opt health_opts[] = {
+    INT("stall_after_s", health.stall_after_s, 15, 1, 86400),
+    END,
+};
 static const struct opt root_opts[] = {
     {"kafka", OPT_TABLE, 0, NULL, 0, 0, 0, kafka_opts},
     {"postgres", OPT_TABLE, 0, NULL, 0, 0, 0, postgres_opts},
@@ -101,6 +105,7 @@ static const struct opt root_opts[] = {
     {"log", OPT_TABLE, 0, NULL, 0, 0, 0, log_opts},
     {"sandbox", OPT_TABLE, 0, NULL, 0, 0, 0, sandbox_opts},
     {"scheduler", OPT_TABLE, 0, NULL, 0, 0, 0, scheduler_opts},
+    {"health", OPT_TABLE, 0, NULL, 0, 0, 0, health_opts},
     END,
 };
 

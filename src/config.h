@@ -79,6 +79,9 @@ struct config {
     struct {
         char *timezone; /* of the policies' cron schedules */
     } scheduler;
+    struct {
+        long stall_after_s; /* a component with work and no progress this long is stalled */
+    } health;
 };
 
 /* Loads and validates FILE. On failure returns NULL and *err holds every problem found,

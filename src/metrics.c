@@ -9,6 +9,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "health.h"
+#include "policy_runner.h"
 #include "status.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -365,5 +367,19 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
           status_postgres_up() ? 1 : 0);
     gauge(o, "eventsink_kafka_up", "1 when a Kafka broker connection is up.",
           status_kafka_up() ? 1 : 0);
+    header(o, "eventsink_stalled", "gauge",
+           "1 while the component has work and has made no progress for health.stall_after_s.");
+    for (int c = 0; c < HEALTH_NCOMPONENTS; c++) {
+        int64_t since;
+        buf_printf(o, "eventsink_stalled{component=\"%s\"} %d\n",
+                   health_component_name((enum health_component)c),
+                   health_stalled((enum health_component)c, &since) ? 1 : 0);
+    }
+    header(o, "eventsink_policy_watchdog_total", "counter",
+           "Policy calls abandoned by the watchdog (past sandbox.max_call_ms plus its margin).");
+    buf_printf(o, "eventsink_policy_watchdog_total %ld\n", runner_abandoned_total());
+    gauge(o, "eventsink_policy_abandoned_threads",
+          "Abandoned policy calls whose thread has not come back yet (each holds a Lua state).",
+          (double)runner_abandoned_alive());
     process_metrics(o);
 }

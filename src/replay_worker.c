@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "replay_sql.h"
@@ -117,6 +118,7 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
             return;
         }
         sent_total += out.sent;
+        health_progress(HEALTH_REPLAY_WORKER);
         if (out.failed)
             log_warn("replay job %s: %d event(s) failed: %s", id, out.failed, out.error);
         if (out.nothing_pending) {
@@ -135,6 +137,7 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
             struct timespec ts = {(time_t)step, (long)((step - (double)(time_t)step) * 1e9)};
             nanosleep(&ts, NULL);
             ahead -= step;
+            health_progress(HEALTH_REPLAY_WORKER); /* keeping to the rate is not a stall */
         }
     }
     log_info("replay job %s paused by shutdown; it resumes at its next pending event", id);
@@ -168,7 +171,9 @@ static void *loop(void *arg)
             PQclear(cl);
             if (!mine) continue; /* another instance runs it */
             long r = atol(PQgetvalue(jobs, i, 3));
+            health_busy(HEALTH_REPLAY_WORKER);
             run_job(c, id, PQgetvalue(jobs, i, 1), PQgetvalue(jobs, i, 2), r > 0 ? r : 1);
+            health_idle(HEALTH_REPLAY_WORKER);
             PQclear(q(c, SQL_WORKER_UNCLAIM, 1, pid));
             ran = true;
         }

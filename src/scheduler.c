@@ -13,6 +13,7 @@
 #include "json.h"
 #include "jsonv.h"
 #include "db.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
@@ -341,10 +342,12 @@ static void *loop(void *arg)
             c = PQconnectdbParams(keys, vals, 1);
         }
         if (PQstatus(c) == CONNECTION_OK) {
+            health_busy(HEALTH_SCHEDULER); /* one tick's work */
             decide_retries(c);
             start_due_retries(c);
             PQclear(q(c, SQL_STALE_SYNC_JOBS, 0, NULL));
             run_schedules(c);
+            health_idle(HEALTH_SCHEDULER);
         }
         for (int i = 0; i < TICK_MS / 100 && !atomic_load(&stopping); i++) {
             struct timespec ts = {0, 100 * 1000000L};

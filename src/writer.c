@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "health.h"
 
 struct writer {
     pthread_t thread;
@@ -32,6 +33,7 @@ static void *writer_main(void *arg)
         void (*done)(void *) = job->done;
         void *done_arg = job->done_arg;
 
+        health_idle(HEALTH_WRITER);
         pthread_mutex_lock(&w->mu);
         w->job = NULL; /* from here on the job is the submitter's again */
         pthread_cond_broadcast(&w->cv);
@@ -75,6 +77,7 @@ void writer_submit(struct writer *w, struct writer_job *job)
     while (w->job) /* callers wait first; this only keeps the invariant */
         pthread_cond_wait(&w->cv, &w->mu);
     w->job = job;
+    health_busy(HEALTH_WRITER); /* until the writer is done with it */
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }

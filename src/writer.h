@@ -1,6 +1,7 @@
-/* The batch writer: one thread that writes a decided batch to PostgreSQL while the
- * pipeline's thread polls and decides the next one. One batch at a time, so batches are
- * written, and their offsets committed, in the order they were consumed. */
+/* A batch writer: one thread that writes one decided batch at a time to PostgreSQL on its
+ * lane's connection, while the pipeline's thread polls and decides the next one. The
+ * pipeline runs batch.writers of them; it takes their outcomes oldest first, so offsets
+ * are still committed in the order the records were consumed (pipeline.c). */
 #ifndef EVENTSINK_WRITER_H
 #define EVENTSINK_WRITER_H
 
