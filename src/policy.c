@@ -189,21 +189,20 @@ void policy_decide_batch(struct policy_set *ps, struct policy_input *in, size_t 
     while (j.next < j.n) {
         char *err = NULL;
         struct policy_runner *r = runner_of(ps, &err);
-        struct policy_input *cur = &in[idx[j.next]];
         if (!r) {
-            undecided(cur, err); /* bad_detail is still ours */
-            if (cur->bad_reason) {
+            struct policy_input *cur = &in[idx[j.next++]];
+            if (cur->bad_reason) { /* its own reason, and its detail (still ours) */
                 free(err);
-                cur->out->detail = cur->bad_detail;
+                err = cur->bad_detail;
             }
-            j.next++;
+            undecided(cur, err);
             continue;
         }
         if (runner_run(r, job_decide, &j, &err)) break;
-        /* abandoned on in[idx[j.next]]: its bad_detail went with the abandoned call */
+        /* abandoned on the record in flight, in[idx[j.next]] (the job got that far): its
+         * bad_detail went with the abandoned call */
         ps->runner = NULL;
-        undecided(cur, err);
-        j.next++;
+        undecided(&in[idx[j.next++]], err);
     }
     free(idx);
 }

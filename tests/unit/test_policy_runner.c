@@ -341,6 +341,68 @@ static void test_replay_source_bounded(void **state)
     free(tag);
 }
 
+/* A batch in which calls overrun in the middle: every record gets its own decision (the
+ * record in flight when the watchdog fired is the one dead-lettered), and the records
+ * after it are decided by the replacement state. */
+static void test_batch_with_overruns_in_the_middle(void **state)
+{
+    struct fx *fx = *state;
+    static const struct lua_host_limits tight = {
+        .max_memory_bytes = 64u << 20, .max_instructions = 1000000, .max_call_ms = 10};
+    char *items[1] = {fx->paths[0]};
+    FILE *f = fopen(fx->paths[0], "w");
+    assert_non_null(f);
+    fputs(
+        "return {describe = function(ev)\n"
+        "  if ev.payload.evil then\n"
+        "    local t = table.pack(string.byte(string.rep('qwertyuiopasdfghjklzx', 47000), 1, -1))\n"
+        "    table.sort(t) for i = 1, 5000 do end\n"
+        "  end\n"
+        "  return ev.payload.tenant_id, 'lead.created'\n"
+        "end}\n",
+        f);
+    fclose(f);
+    struct strlist files = {.items = items, .n = 1};
+    fx->ps = policy_set_load(&files, &tight, 1, &fx->err);
+    if (!fx->ps) fail_msg("load failed: %s", fx->err);
+    static const char *const values[] = {"{\"tenant_id\":\"t0\"}",
+                                         "{\"tenant_id\":\"t1\"}",
+                                         "{\"tenant_id\":\"t2\",\"evil\":true}",
+                                         "{\"tenant_id\":\"t3\"}",
+                                         "{\"tenant_id\":\"t4\",\"evil\":true}",
+                                         "{\"tenant_id\":\"t5\"}"};
+    enum { N = sizeof values / sizeof values[0] };
+    struct record r[N];
+    struct decision d[N];
+    struct policy_input in[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct record){.topic = "t",
+                               .partition = 0,
+                               .offset = i,
+                               .value = values[i],
+                               .value_len = strlen(values[i]),
+                               .timestamp_ms = -1};
+        in[i] = (struct policy_input){.rec = &r[i], .out = &d[i]};
+    }
+    policy_decide_batch(fx->ps, in, N);
+    for (int i = 0; i < N; i++) {
+        bool evil = strstr(values[i], "evil") != NULL;
+        if (evil) {
+            if (!d[i].to_dlq || strcmp(d[i].reason, "policy_error") != 0 || !d[i].detail ||
+                !strstr(d[i].detail, "sandbox.max_call_ms"))
+                fail_msg("record %d: expected policy_error naming the limit, got %s (%s)", i,
+                         d[i].to_dlq ? d[i].reason : "journal", d[i].detail);
+        } else {
+            char want[16];
+            snprintf(want, sizeof want, "t%d", i);
+            if (d[i].to_dlq || !d[i].tenant_id || strcmp(d[i].tenant_id, want) != 0)
+                fail_msg("record %d: expected journaled for %s, got %s (%s)", i, want,
+                         d[i].to_dlq ? d[i].reason : "journal", d[i].tenant_id);
+        }
+        decision_clear(&d[i]);
+    }
+}
+
 /* ---- each file its own environment ------------------------------------------------------ */
 
 static void test_files_isolated(void **state)
@@ -379,6 +441,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_escapes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_source_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_with_overruns_in_the_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_files_isolated, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
