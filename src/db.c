@@ -3,18 +3,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "assets.h"
 #include "buf.h"
 #include "db_sql.h"
 #include "log.h"
 #include "pgarray.h"
+#include "replay_auth.h"
 
 struct db {
     PGconn *conn;
     bool prepared;
     /* reused between batches: one array literal per column */
-    struct pgarray cols[12];
+    struct pgarray cols[14];
     struct buf scratch;
     struct buf copybuf; /* COPY data of the plain originals of a batch */
 };
@@ -83,6 +85,43 @@ PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
     log_warn("%s: %s", who, m && *m ? m : "PostgreSQL did not answer");
     PQclear(r);
     return NULL;
+}
+
+static int hexnib(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool db_load_replay_keys(struct db *db, char **err)
+{
+    PGresult *res = PQexec(db->conn, SQL_REPLAY_KEYS);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        *err = pg_error(db->conn, res, "reading replay_keys");
+        PQclear(res);
+        return false;
+    }
+    int n = PQntuples(res);
+    struct replay_key *keys = xcalloc((size_t)n + 1, sizeof *keys);
+    size_t nk = 0;
+    for (int i = 0; i < n; i++) {
+        const char *hex = PQgetvalue(res, i, 1);
+        size_t len = strlen(hex) / 2;
+        if (len == 0 || len > sizeof keys[nk].secret) continue; /* not a usable key */
+        keys[nk].id = atoi(PQgetvalue(res, i, 0));
+        for (size_t k = 0; k < len; k++)
+            keys[nk].secret[k] = (unsigned char)(hexnib(hex[2 * k]) * 16 + hexnib(hex[2 * k + 1]));
+        keys[nk++].len = len;
+    }
+    PQclear(res);
+    replay_auth_set_keys(keys, nk);
+    memset(keys, 0, ((size_t)n + 1) * sizeof *keys);
+    free(keys);
+    if (nk == 0) {
+        *err = xstrdup("replay_keys holds no key that is not retired: replays cannot be signed "
+                       "(INSERT INTO replay_keys DEFAULT VALUES adds one)");
+        return false;
+    }
+    return true;
 }
 
 bool db_ping(struct db *db)
@@ -183,9 +222,9 @@ static bool prepare(struct db *db, char **err)
         const char *name, *sql;
         int nparams;
     } stmts[] = {
-        {"journal_insert", SQL_JOURNAL_INSERT, 12},
-        {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 12},
-        {"dlq_insert", SQL_DLQ_INSERT, 11},
+        {"journal_insert", SQL_JOURNAL_INSERT, 14},
+        {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 14},
+        {"dlq_insert", SQL_DLQ_INSERT, 12},
     };
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
         PGresult *res = PQprepare(db->conn, stmts[i].name, stmts[i].sql, stmts[i].nparams, NULL);
@@ -211,7 +250,7 @@ static bool row_level_error(PGresult *res)
 
 static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from, size_t to)
 {
-    for (int c = 0; c < 12; c++)
+    for (int c = 0; c < 14; c++)
         pgarray_reset(&db->cols[c]);
     struct buf *tmp = &db->scratch;
     for (size_t i = from; i < to; i++) {
@@ -241,6 +280,8 @@ static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from,
         pgarray_int_or_null(&db->cols[9], d->replayed_from_event_id);
         pgarray_int_or_null(&db->cols[10], d->replay_job_id);
         pgarray_int_or_null(&db->cols[11], d->replayed_from_dlq_id);
+        pgarray_cstr(&db->cols[12], d->replay_verified < 0 ? NULL : d->replay_verified ? "t" : "f");
+        pgarray_int_or_null(&db->cols[13], r->timestamp_ms > 0 ? r->timestamp_ms : 0);
     }
 }
 
@@ -254,7 +295,7 @@ static const char *reason_text(const char *reason)
 
 static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int policy_version)
 {
-    for (int c = 0; c < 11; c++)
+    for (int c = 0; c < 12; c++)
         pgarray_reset(&db->cols[c]);
     struct buf *tmp = &db->scratch;
     for (size_t i = 0; i < n; i++) {
@@ -289,12 +330,13 @@ static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int po
         pgarray_int(&db->cols[8], policy_version);
         pgarray_cstr(&db->cols[9], d->tenant_id);
         pgarray_int_or_null(&db->cols[10], d->replayed_from_dlq_id);
+        pgarray_int_or_null(&db->cols[11], r->timestamp_ms > 0 ? r->timestamp_ms : 0);
     }
 }
 
 static PGresult *exec_cols(struct db *db, const char *stmt, int ncols)
 {
-    const char *params[12];
+    const char *params[14];
     for (int c = 0; c < ncols; c++)
         params[c] = pgarray_text(&db->cols[c]);
     return PQexecPrepared(db->conn, stmt, ncols, params, NULL, NULL, 0);
@@ -319,14 +361,27 @@ static void report_persisted(PGresult *res, struct write_stats *stats, db_persis
             /* a second copy of a replay, kept in the DLQ (resolved): see SQL_JOURNAL_ROWS */
             stats->dlq_new++;
             stats->duplicate_replays++;
-            if (on_dlq) on_dlq(opaque, get_i64(res, k, 0), "duplicate_replay", false);
+            struct dlq_row d = {.id = get_i64(res, k, 0),
+                                .reason = "duplicate_replay",
+                                .topic = get_str(res, k, 3)};
+            if (on_dlq) on_dlq(opaque, &d);
             continue;
         }
         stats->journal_new++;
-        if (on_persisted)
-            on_persisted(opaque, get_i64(res, k, 0), get_str(res, k, 1), get_str(res, k, 2),
-                         get_str(res, k, 3), (int)get_i64(res, k, 4), get_i64(res, k, 5),
-                         get_i64(res, k, 6), get_str(res, k, 7));
+        struct persisted_row row = {
+            .id = get_i64(res, k, 0),
+            .tenant = get_str(res, k, 1),
+            .event_type = get_str(res, k, 2),
+            .topic = get_str(res, k, 3),
+            .replay_count = (int)get_i64(res, k, 4),
+            .from_event = get_i64(res, k, 5),
+            .from_dlq = get_i64(res, k, 6),
+            .source = get_str(res, k, 7),
+            .unlinked = get_i64(res, k, 9),
+            .reused = PQgetvalue(res, k, 10)[0] == 't',
+        };
+        stats->offsets_reused += row.reused;
+        if (on_persisted) on_persisted(opaque, &row);
     }
 }
 
@@ -372,6 +427,19 @@ static void copy_field(struct buf *b, const char *s, size_t n, bool last)
     buf_putc(b, last ? '\n' : '\t');
 }
 
+/* The record's Kafka timestamp as COPY text ("2026-12-01 18:10:05.123+00"), or NULL when it
+ * has none. */
+static const char *kafka_ts_text(int64_t ms, char out[48])
+{
+    if (ms <= 0) return NULL;
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, 48, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out + n, 48 - n, ".%03d+00", (int)(ms % 1000));
+    return out;
+}
+
 /* 1: copied (items marked), 0: a row-level problem (a duplicate, a constraint: the caller
  * rolls back and writes the batch by INSERT), -1: the connection failed (*err). */
 static int copy_plain(struct db *db, struct batch_item *items, size_t n, size_t *copied, char **err)
@@ -405,7 +473,10 @@ static int copy_plain(struct db *db, struct batch_item *items, size_t n, size_t 
         } else {
             copy_field(b, NULL, 0, false);
         }
-        copy_field(b, r->value ? r->value : "", r->value_len, true);
+        copy_field(b, r->value ? r->value : "", r->value_len, false);
+        char tsbuf[48];
+        const char *ts = kafka_ts_text(r->timestamp_ms, tsbuf);
+        copy_field(b, ts, ts ? strlen(ts) : 0, true);
         (*copied)++;
     }
     if (*copied == 0) return 1;
@@ -445,9 +516,10 @@ static void report_copied(struct batch_item *items, size_t n, struct write_stats
     for (size_t i = 0; i < n; i++) {
         if (!items[i].copied) continue;
         stats->journal_new++;
-        if (on_persisted)
-            on_persisted(opaque, 0, items[i].d.tenant_id, items[i].d.event_type,
-                         items[i].rec->topic, 0, 0, 0, NULL);
+        struct persisted_row row = {.tenant = items[i].d.tenant_id,
+                                    .event_type = items[i].d.event_type,
+                                    .topic = items[i].rec->topic};
+        if (on_persisted) on_persisted(opaque, &row);
     }
 }
 
@@ -458,7 +530,7 @@ static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t 
     bool resolves = false; /* the statement that resolves DLQ entries only when needed */
     for (size_t i = from; i < to && !resolves; i++)
         resolves = !items[i].d.to_dlq && items[i].d.replayed_from_dlq_id;
-    return exec_cols(db, resolves ? "journal_insert_resolve" : "journal_insert", 12);
+    return exec_cols(db, resolves ? "journal_insert_resolve" : "journal_insert", 14);
 }
 
 enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,
@@ -548,7 +620,7 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     PGresult *dlq = NULL;
     if (ndlq) {
         fill_dlq_cols(db, items, n, policy_version);
-        dlq = exec_cols(db, "dlq_insert", 11);
+        dlq = exec_cols(db, "dlq_insert", 12);
         if (PQresultStatus(dlq) != PGRES_TUPLES_OK) {
             *err = pg_error(db->conn, dlq, "writing the dead-letter queue");
             PQclear(dlq);
@@ -568,12 +640,17 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
         njournal - stats->db_rejects - stats->journal_new - stats->duplicate_replays;
     if (dlq) {
         for (int k = 0; k < PQntuples(dlq); k++) {
-            bool retry = PQgetvalue(dlq, k, 2)[0] == 't';
-            if (retry)
+            struct dlq_row d = {.id = get_i64(dlq, k, 0),
+                                .reason = get_str(dlq, k, 1),
+                                .retry = PQgetvalue(dlq, k, 2)[0] == 't',
+                                .reused = PQgetvalue(dlq, k, 3)[0] == 't',
+                                .topic = get_str(dlq, k, 4)};
+            if (d.retry)
                 stats->dlq_retried++;
             else
                 stats->dlq_new++;
-            if (on_dlq) on_dlq(opaque, get_i64(dlq, k, 0), get_str(dlq, k, 1), retry);
+            stats->offsets_reused += d.reused;
+            if (on_dlq) on_dlq(opaque, &d);
         }
     }
     PQclear(dlq);

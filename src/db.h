@@ -26,6 +26,9 @@ PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
 bool db_ping(struct db *db);
 PGconn *db_conn(struct db *db);
 
+/* Loads the replay signing keys (replay_keys) into replay_auth's ring. */
+bool db_load_replay_keys(struct db *db, char **err);
+
 /* Applies the migrations in sql/ not yet recorded in schema_migrations, each in its own
  * transaction, under an advisory lock so that two instances never race. */
 bool db_migrate(struct db *db, int *applied, char **err);
@@ -45,13 +48,30 @@ struct write_stats {
     size_t dlq_retried;       /* retried DLQ entries that failed again */
     size_t db_rejects;        /* rows PostgreSQL refused, moved to the DLQ */
     size_t duplicate_replays; /* second copies of a job's replay, kept in the DLQ */
+    size_t offsets_reused;    /* records at a Kafka position taken by another record */
 };
 
-/* Called for every journal row inserted, after the transaction committed. */
-typedef void (*db_persisted_fn)(void *opaque, int64_t id, const char *tenant,
-                                const char *event_type, const char *topic, int replay_count,
-                                int64_t from_event, int64_t from_dlq, const char *source);
-typedef void (*db_dlq_fn)(void *opaque, int64_t id, const char *reason, bool retry);
+/* A journal row inserted, reported after the transaction committed. */
+struct persisted_row {
+    int64_t id; /* 0 for rows written by COPY (their ids are not read back) */
+    const char *tenant, *event_type, *topic;
+    const char *source; /* replay_source, NULL for an original */
+    int replay_count;
+    int64_t from_event, from_dlq;
+    int64_t unlinked; /* the parent a replay claimed that does not exist or belongs to
+                         another tenant (not linked), else 0 */
+    bool reused;      /* its Kafka position held another record: a new generation */
+};
+/* A DLQ row inserted or counted, reported after the transaction committed. */
+struct dlq_row {
+    int64_t id;
+    const char *reason;
+    bool retry;        /* a retried entry that failed again: one more attempt */
+    bool reused;       /* its Kafka position held another record: a new generation */
+    const char *topic; /* of a new row */
+};
+typedef void (*db_persisted_fn)(void *opaque, const struct persisted_row *row);
+typedef void (*db_dlq_fn)(void *opaque, const struct dlq_row *row);
 
 enum db_result {
     DB_OK,

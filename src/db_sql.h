@@ -18,34 +18,63 @@
     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, md5($3))"
 #define SQL_MIGRATION_CHECKSUM "SELECT md5($1)"
 
+/* The columns of a journal row and their values from r (below), for the two INSERTs. */
+#define JOURNAL_COLS                                                                               \
+    " (tenant_id, event_type, topic, kafka_partition, kafka_offset, event_key, headers,"           \
+    "  payload, replay_count, replay_source, replayed_from_event_id, replay_job_id,"               \
+    "  replayed_from_dlq_id, replay_verified, kafka_timestamp, kafka_generation)"
+#define JOURNAL_VALS                                                                               \
+    " r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset,"                      \
+    "  r.event_key, r.headers::jsonb, r.payload::jsonb,"                                           \
+    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE(r.parent_count, 0) + 1 END,"         \
+    "  r.replay_source, r.parent_id, r.replay_job_id, r.replayed_from_dlq_id,"                     \
+    "  r.replay_verified, 'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'"
+#define JOURNAL_RETURNING                                                                          \
+    " RETURNING id, tenant_id, event_type, topic, kafka_partition, kafka_offset, replay_count,"    \
+    "  replayed_from_event_id, replayed_from_dlq_id, replay_source, replay_job_id"
+/* "a row of table `t` at r's Kafka position" */
+#define AT_POSITION(t)                                                                             \
+    " " t ".topic = r.topic AND " t ".kafka_partition = r.kafka_partition"                         \
+    " AND " t ".kafka_offset = r.kafka_offset"
+
 /* One batch of journal rows, one array per column. A replay takes its depth from its
- * parent row (looked up only for replays). ON CONFLICT without a target: a redelivered
- * record (its topic, partition and offset are in the journal already) is skipped, and so
- * is a second copy of one job's replay of an event (a resumed job that produced an event
- * again, or forged markers) — that one is not lost: `dup` keeps it in the DLQ, resolved,
- * pointing at the journal row that holds the first copy. The result lists the journal
- * rows (dup false) and those DLQ rows (dup true). */
+ * parent row, and is linked to it only when the parent exists and belongs to the same
+ * tenant (markers may come from anyone: `unlinked` reports the id a record claimed but did
+ * not get). ON CONFLICT without a target: a redelivered record (its topic, partition and
+ * offset are in the journal already) is skipped, and so is a second copy of one job's
+ * replay of an event (a resumed job that produced an event again) — that one is not lost:
+ * `dup` keeps it in the DLQ, resolved, pointing at the journal row that holds the first
+ * copy. Only verified markers carry a job id (replay_auth.c). A record whose position is
+ * taken by a different record (other timestamp, key or payload: the offsets were reused)
+ * is no redelivery: `reused` journals it at the position's next generation. The result
+ * lists the journal rows (dup false) and those DLQ rows (dup true). */
 /* clang-format off */
 #define SQL_JOURNAL_ROWS \
     "WITH r AS (" \
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]," \
+    " SELECT r.*, par.id AS parent_id, par.replay_count AS parent_count FROM unnest(" \
+    "  $1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]," \
     "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[]," \
-    "  $12::bigint[]) WITH ORDINALITY AS r(tenant_id, event_type, topic, kafka_partition," \
-    "  kafka_offset, event_key, headers, payload, replay_source, replayed_from_event_id," \
-    "  replay_job_id, replayed_from_dlq_id, ord)" \
+    "  $12::bigint[], $13::boolean[], $14::bigint[]) WITH ORDINALITY AS r(tenant_id," \
+    "  event_type, topic, kafka_partition, kafka_offset, event_key, headers, payload," \
+    "  replay_source, replayed_from_event_id, replay_job_id, replayed_from_dlq_id," \
+    "  replay_verified, kafka_ts_ms, ord)" \
+    " LEFT JOIN LATERAL (SELECT p.id, p.replay_count FROM event_journal p" \
+    "  WHERE p.id = r.replayed_from_event_id AND p.tenant_id = r.tenant_id) par ON true" \
     "), ins AS (" \
-    " INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset," \
-    "  event_key, headers, payload, replay_count, replay_source, replayed_from_event_id," \
-    "  replay_job_id, replayed_from_dlq_id)" \
-    " SELECT r.tenant_id, r.event_type, r.topic, r.kafka_partition, r.kafka_offset," \
-    "  r.event_key, r.headers::jsonb, r.payload::jsonb," \
-    "  CASE WHEN r.replay_source IS NULL THEN 0 ELSE COALESCE((SELECT p.replay_count" \
-    "   FROM event_journal p WHERE p.id = r.replayed_from_event_id), 0) + 1 END," \
-    "  r.replay_source, r.replayed_from_event_id, r.replay_job_id, r.replayed_from_dlq_id" \
+    " INSERT INTO event_journal" JOURNAL_COLS " SELECT" JOURNAL_VALS ", 0" \
     " FROM r ORDER BY r.ord" \
-    " ON CONFLICT DO NOTHING" \
-    " RETURNING id, tenant_id, event_type, topic, kafka_partition, kafka_offset, replay_count," \
-    "  replayed_from_event_id, replayed_from_dlq_id, replay_source" \
+    " ON CONFLICT DO NOTHING" JOURNAL_RETURNING \
+    "), reused AS (" \
+    " INSERT INTO event_journal" JOURNAL_COLS " SELECT" JOURNAL_VALS "," \
+    "  (SELECT max(j.kafka_generation) + 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
+    " FROM r WHERE NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
+    "  AND EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
+    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") \
+    "   AND j.event_key IS NOT DISTINCT FROM r.event_key AND j.payload = r.payload::jsonb" \
+    "   AND (j.kafka_timestamp IS NULL OR r.kafka_ts_ms IS NULL OR j.kafka_timestamp =" \
+    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'))" \
+    " ORDER BY r.ord" \
+    " ON CONFLICT DO NOTHING" JOURNAL_RETURNING \
     "), dup AS (" \
     " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key," \
     "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id)" \
@@ -60,64 +89,98 @@
     "  AND (j.replayed_from_event_id = r.replayed_from_event_id" \
     "   OR j.replayed_from_dlq_id = r.replayed_from_dlq_id) LIMIT 1) f ON true" \
     " WHERE r.replay_job_id IS NOT NULL" \
-    "  AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.topic = r.topic" \
-    "   AND ins.kafka_partition = r.kafka_partition AND ins.kafka_offset = r.kafka_offset)" \
-    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE j.topic = r.topic" \
-    "   AND j.kafka_partition = r.kafka_partition AND j.kafka_offset = r.kafka_offset)" \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING" \
+    "  AND NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
+    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
     " RETURNING id, tenant_id, topic" \
     ")"
 
 #define SQL_JOURNAL_RESULT \
-    " SELECT id, tenant_id, event_type, topic, replay_count, replayed_from_event_id," \
-    "  replayed_from_dlq_id, replay_source, false AS dup FROM ins" \
-    " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true FROM dup"
+    " SELECT a.id, a.tenant_id, a.event_type, a.topic, a.replay_count," \
+    "  a.replayed_from_event_id, a.replayed_from_dlq_id, a.replay_source, false AS dup," \
+    "  CASE WHEN a.replayed_from_event_id IS NULL THEN r.replayed_from_event_id END" \
+    "  AS unlinked, a.reused" \
+    " FROM (SELECT ins.*, false AS reused FROM ins" \
+    "  UNION ALL SELECT reused.*, true FROM reused) a" \
+    " JOIN r ON r.topic = a.topic AND r.kafka_partition = a.kafka_partition" \
+    "  AND r.kafka_offset = a.kafka_offset" \
+    " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true, NULL, false FROM dup"
 
 #define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS SQL_JOURNAL_RESULT
 
 /* The same for a batch holding retried DLQ entries: each one that lands resolves its
- * entry in the same statement. */
+ * entry in the same statement, but only its own retry (an item of the job that carries
+ * it) and only while the entry is retrying. */
 #define SQL_JOURNAL_INSERT_RESOLVE SQL_JOURNAL_ROWS \
     ", resolved AS (" \
     " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
     "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL" \
-    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status <> 'resolved'" \
+    " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status = 'retrying'" \
+    "  AND EXISTS (SELECT 1 FROM replay_job_items i" \
+    "   WHERE i.job_id = ins.replay_job_id AND i.dlq_id = d.id)" \
     ")" SQL_JOURNAL_RESULT
 /* clang-format on */
 
 /* The plain originals of a batch (no replay marker): columns in the order of copy_plain(). */
 #define SQL_JOURNAL_COPY                                                                           \
     "COPY event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset,"             \
-    " event_key, headers, payload) FROM STDIN"
+    " event_key, headers, payload, kafka_timestamp) FROM STDIN"
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
- * attempt on that entry (once per Kafka position) instead of adding a row. */
-#define SQL_DLQ_INSERT                                                                             \
-    "WITH r AS ("                                                                                  \
-    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[],"           \
-    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[])"                \
-    "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers,"             \
-    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, ord)"                      \
-    "), retried AS ("                                                                              \
-    " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now(),"          \
-    "  reason = r.reason, error = r.error, policy_version = r.policy_version,"                     \
-    "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END,"                 \
-    "  last_retry_topic = r.topic, last_retry_partition = r.kafka_partition,"                      \
-    "  last_retry_offset = r.kafka_offset, retry_decided = false"                                  \
-    " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition,"             \
-    "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)"         \
-    " RETURNING d.id, d.reason"                                                                    \
-    "), ins AS ("                                                                                  \
-    " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key,"             \
-    "  headers, raw_payload, reason, error, policy_version, tenant_id)"                            \
-    " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb,"           \
-    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id FROM r"                     \
-    " WHERE r.retry_of IS NULL"                                                                    \
-    "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)"                  \
-    " ORDER BY r.ord"                                                                              \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING"                               \
-    " RETURNING id, reason"                                                                        \
-    ")"                                                                                            \
-    " SELECT id, reason, false AS retry FROM ins UNION ALL SELECT id, reason, true FROM retried"
+ * attempt on that entry (once per Kafka position) instead of adding a row. A record at a
+ * position the DLQ holds for a different record (reused offsets, see SQL_JOURNAL_ROWS) gets
+ * the position's next generation (`reused` true). */
+/* clang-format off */
+#define DLQ_COLS \
+    " (topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason, error," \
+    "  policy_version, tenant_id, kafka_timestamp, kafka_generation)"
+#define DLQ_VALS \
+    " r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb," \
+    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id," \
+    "  'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'"
+#define SQL_DLQ_INSERT \
+    "WITH r AS (" \
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[]," \
+    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[], $12::bigint[])" \
+    "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers," \
+    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, kafka_ts_ms, ord)" \
+    "), retried AS (" \
+    " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now()," \
+    "  reason = r.reason, error = r.error, policy_version = r.policy_version," \
+    "  status = CASE WHEN d.status = 'retrying' THEN 'pending' ELSE d.status END," \
+    "  last_retry_topic = r.topic, last_retry_partition = r.kafka_partition," \
+    "  last_retry_offset = r.kafka_offset, retry_decided = false" \
+    " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition," \
+    "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)" \
+    " RETURNING d.id, d.reason" \
+    "), fresh AS (" \
+    " SELECT * FROM r WHERE r.retry_of IS NULL" \
+    "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \
+    "), ins AS (" \
+    " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS ", 0 FROM fresh r" \
+    " ORDER BY r.ord" \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
+    " RETURNING id, reason, topic, kafka_partition, kafka_offset" \
+    "), reused AS (" \
+    " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS "," \
+    "  (SELECT max(d.kafka_generation) + 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") ")" \
+    " FROM fresh r WHERE NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
+    "  AND NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") \
+    "   AND d.event_key IS NOT DISTINCT FROM r.event_key" \
+    "   AND d.raw_payload IS NOT DISTINCT FROM r.raw_payload" \
+    "   AND (d.kafka_timestamp IS NULL OR r.kafka_ts_ms IS NULL OR d.kafka_timestamp =" \
+    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'))" \
+    " ORDER BY r.ord" \
+    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
+    " RETURNING id, reason, topic, kafka_partition, kafka_offset" \
+    ")" \
+    " SELECT id, reason, false AS retry, false AS reused, topic FROM ins" \
+    " UNION ALL SELECT id, reason, true, false, NULL FROM retried" \
+    " UNION ALL SELECT id, reason, false, true, topic FROM reused"
+/* clang-format on */
+
+/* The keys that sign replay markers (replay_auth.h), newest last. */
+#define SQL_REPLAY_KEYS                                                                            \
+    "SELECT id, encode(secret, 'hex') FROM replay_keys WHERE retired_at IS NULL ORDER BY id"
 
 #endif

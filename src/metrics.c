@@ -27,7 +27,7 @@ struct family {
 };
 
 static struct family consumed, persisted, dlq_events, replays, reloads, http_requests,
-    jobs_finished;
+    jobs_finished, offset_reuse;
 
 static uint64_t *find_or_add(struct family *f, const char *l1, const char *l2)
 {
@@ -93,6 +93,13 @@ void metrics_events_consumed(const char *topic, uint64_t n)
 {
     pthread_mutex_lock(&lock);
     *find_or_add(&consumed, topic_label(&consumed, topic), NULL) += n;
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_offset_reuse(const char *topic)
+{
+    pthread_mutex_lock(&lock);
+    *find_or_add(&offset_reuse, topic_label(&offset_reuse, topic), NULL) += 1;
     pthread_mutex_unlock(&lock);
 }
 
@@ -330,6 +337,10 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            NULL);
     family(o, "eventsink_events_persisted_total", "Events written to the journal.", &persisted,
            "topic", "kind");
+    family(o, "eventsink_offset_reuse_total",
+           "Records at a Kafka position that held another record (topic recreated, offsets "
+           "reset): kept at a new generation.",
+           &offset_reuse, "topic", NULL);
     family(o, "eventsink_dlq_events_total", "Events written to the dead-letter queue.", &dlq_events,
            "reason", NULL);
     family(o, "eventsink_replays_total", "Events replayed, by replay source and result.", &replays,

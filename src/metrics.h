@@ -14,6 +14,7 @@
 #define METRICS_MAX_TOPICS 64
 
 void metrics_events_consumed(const char *topic, uint64_t n);
+void metrics_offset_reuse(const char *topic);
 void metrics_events_persisted(const char *topic, bool replayed, uint64_t n);
 void metrics_dlq_event(const char *reason, uint64_t n);
 void metrics_batch(size_t events, double seconds);

@@ -24,6 +24,7 @@
 #include "status.h"
 #include "record.h"
 #include "reload.h"
+#include "replay_auth.h"
 #include "writer.h"
 
 volatile sig_atomic_t pipeline_stop_requested = 0;
@@ -85,8 +86,9 @@ struct pipeline {
     rd_kafka_message_t **held; /* arrived while a flush waited for PostgreSQL */
     size_t nheld, capheld;
 
-    bool flushing;  /* a flush is waiting for PostgreSQL */
-    bool abandoned; /* a rebalance took the partitions while the flush waited */
+    int64_t keys_loaded_ms; /* the replay key ring was last read */
+    bool flushing;          /* a flush is waiting for PostgreSQL */
+    bool abandoned;         /* a rebalance took the partitions while the flush waited */
 };
 
 static int64_t now_ms(void)
@@ -240,6 +242,32 @@ static void abandon_all(struct pipeline *p)
     rd_kafka_topic_partition_list_destroy(back);
 }
 
+static bool ensure_conn(struct pipeline *p, struct db **db, char **err);
+
+#define KEY_RELOAD_MS 5000 /* at most this often, when a record is signed with an unknown key */
+
+/* Only markers that this deployment signed carry authority (replay_auth.h). A signature
+ * by a key this instance has not loaded yet (rotated by another instance) reloads the
+ * key ring, at most every KEY_RELOAD_MS. */
+static void check_markers(struct pipeline *p, struct batch_item *it)
+{
+    struct decision saved = it->d; /* the ids, before an unverified check clears them */
+    if (replay_auth_check(it->rec, &it->d) != REPLAY_AUTH_UNKNOWN_KEY) return;
+    if (now_ms() - p->keys_loaded_ms < KEY_RELOAD_MS) return;
+    p->keys_loaded_ms = now_ms();
+    char *err = NULL;
+    if (!ensure_conn(p, &p->db, &err) || !db_load_replay_keys(p->db, &err)) {
+        log_warn("cannot reload the replay keys (%s); a replay signed with a new key counts as "
+                 "unverified",
+                 err);
+        free(err);
+        return;
+    }
+    it->d.replay_job_id = saved.replay_job_id;
+    it->d.replayed_from_dlq_id = saved.replayed_from_dlq_id;
+    replay_auth_check(it->rec, &it->d);
+}
+
 /* Checks and decides the records of b not yet decided (counted as consumed here). */
 static void decide(struct pipeline *p, struct batch *b)
 {
@@ -261,6 +289,8 @@ static void decide(struct pipeline *p, struct batch *b)
     }
     /* one hand-over to the policy thread for the lot (its watchdog bounds every call) */
     policy_decide_batch(p->policies, b->inputs, b->n - b->ndecided);
+    for (size_t i = b->ndecided; i < b->n; i++)
+        check_markers(p, &b->items[i]);
     /* consumed, counted per topic (a batch rarely spans more than a few) */
     for (size_t i = b->ndecided; i < b->n;) {
         const char *t = b->slots[i].rec.topic;
@@ -275,39 +305,53 @@ static void decide(struct pipeline *p, struct batch *b)
 
 static void publish_dead_letters(struct pipeline *p, const struct batch *b);
 
-static void on_persisted(void *opaque, int64_t id, const char *tenant, const char *event_type,
-                         const char *topic, int replay_count, int64_t from_event, int64_t from_dlq,
-                         const char *source)
+/* A record whose Kafka position held another record: the topic was created again, the
+ * cluster replaced or the offsets reset. It was kept, at a new generation of the position. */
+static void warn_reused(const char *topic, const char *where)
 {
-    (void)opaque;
-    (void)replay_count;
-    (void)id;
-    metrics_events_persisted(topic, source != NULL, 1);
-    if (!log_enabled(LOG_INFO)) return;
-    const char *type = event_type ? event_type : "event";
-    if (from_event)
-        log_info("Persisted REPLAYED %s for tenant %s (from event %" PRId64 ")", type, tenant,
-                 from_event);
-    else if (from_dlq)
-        log_info("Persisted REPLAYED %s for tenant %s (from DLQ entry %" PRId64 ")", type, tenant,
-                 from_dlq);
-    else if (source)
-        log_info("Persisted REPLAYED %s for tenant %s", type, tenant);
-    else
-        log_info("Persisted %s for tenant %s", type, tenant);
+    metrics_offset_reuse(topic);
+    log_warn("a record of %s arrived at a Kafka position that already holds another record "
+             "(the topic was recreated, the cluster replaced or its offsets reset): kept it in "
+             "the %s at a new generation of that position",
+             topic, where);
 }
 
-static void on_dlq(void *opaque, int64_t id, const char *reason, bool retry)
+static void on_persisted(void *opaque, const struct persisted_row *row)
 {
     (void)opaque;
-    metrics_dlq_event(reason, 1);
-    if (retry)
+    metrics_events_persisted(row->topic, row->source != NULL, 1);
+    if (row->reused) warn_reused(row->topic, "journal");
+    if (row->unlinked)
+        log_warn("event %" PRId64 " (tenant %s) names event %" PRId64 " as the one it replays, "
+                 "which does not exist or belongs to another tenant: journaled as a replay "
+                 "without that link",
+                 row->id, row->tenant, row->unlinked);
+    if (!log_enabled(LOG_INFO)) return;
+    const char *type = row->event_type ? row->event_type : "event";
+    if (row->from_event)
+        log_info("Persisted REPLAYED %s for tenant %s (from event %" PRId64 ")", type, row->tenant,
+                 row->from_event);
+    else if (row->from_dlq)
+        log_info("Persisted REPLAYED %s for tenant %s (from DLQ entry %" PRId64 ")", type,
+                 row->tenant, row->from_dlq);
+    else if (row->source)
+        log_info("Persisted REPLAYED %s for tenant %s", type, row->tenant);
+    else
+        log_info("Persisted %s for tenant %s", type, row->tenant);
+}
+
+static void on_dlq(void *opaque, const struct dlq_row *row)
+{
+    (void)opaque;
+    metrics_dlq_event(row->reason, 1);
+    if (row->reused) warn_reused(row->topic, "dead-letter queue");
+    if (row->retry)
         log_warn("DLQ entry %" PRId64 " was retried and failed again (%s); counted one more "
                  "attempt",
-                 id, reason);
+                 row->id, row->reason);
     else
-        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")%s", reason, id,
-                 strcmp(reason, "duplicate_replay") == 0
+        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")%s", row->reason, row->id,
+                 strcmp(row->reason, "duplicate_replay") == 0
                      ? ": a second copy of a replay already in the journal, kept resolved"
                      : "");
 }
@@ -688,8 +732,10 @@ int pipeline_run(struct config *cfg)
     int backoff = 500;
     while (!pipeline_stop_requested) {
         int applied = 0;
-        if (ensure_conn(p, &p->db, &err) && db_migrate(p->db, &applied, &err)) {
+        if (ensure_conn(p, &p->db, &err) && db_migrate(p->db, &applied, &err) &&
+            db_load_replay_keys(p->db, &err)) {
             if (applied) log_info("applied %d migration(s)", applied);
+            p->keys_loaded_ms = now_ms();
             status_set_postgres_up(true);
             break;
         }

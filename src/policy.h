@@ -43,6 +43,8 @@ struct decision {
     int64_t replayed_from_event_id; /* 0 when none */
     int64_t replayed_from_dlq_id;   /* 0 when none */
     int64_t replay_job_id;          /* 0 when none */
+    signed char replay_verified;    /* -1 original, 1 markers signed by eventsink, 0 not
+                                       (set by replay_auth_check, after the policies) */
     bool to_dlq;
     const char *reason; /* DLQ reason code (static) when to_dlq */
     char *detail;       /* DLQ detail (malloc'd) or NULL */

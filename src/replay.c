@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "pgarray.h"
 #include "record.h"
+#include "replay_auth.h"
 #include "replay_sql.h"
 
 #define DELIVERY_TIMEOUT_MS 30000
@@ -237,7 +238,7 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         char idtext[24], jobtext[24];
         snprintf(idtext, sizeof idtext, "%s", PQgetvalue(res, r, from_dlq ? 2 : 1));
         snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
-        struct record_header *hdrs = xcalloc(nh + 3, sizeof *hdrs);
+        struct record_header *hdrs = xcalloc(nh + 4, sizeof *hdrs);
         for (size_t i = 0; i < nh; i++) {
             hdrs[i].name = store.data + offs[i * 3];
             if (offs[i * 3 + 1] != SIZE_MAX) {
@@ -251,6 +252,10 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
                                    idtext, strlen(idtext)};
         hdrs[nh++] = (struct record_header){"x-replay-source", tag, strlen(tag)};
         hdrs[nh++] = (struct record_header){"x-replay-job-id", jobtext, strlen(jobtext)};
+        /* the signature that gives these markers their authority (replay_auth.h) */
+        char sig[REPLAY_SIG_MAX];
+        if (replay_auth_sign(job_id, from_dlq, strtoll(idtext, NULL, 10), sig))
+            hdrs[nh++] = (struct record_header){REPLAY_SIG_HEADER, sig, strlen(sig)};
         /* value */
         buf_reset(&body);
         if (from_dlq) {

@@ -6,18 +6,21 @@
 #define SCOPE(n, col) "($" n "::text[] IS NULL OR " col " = ANY($" n "::text[]))"
 
 /* $1 event id, $2 scope -> replay_count, lineage text ("7 (depth 2) <- 5 (depth 1) <- 3") */
-#define SQL_REPLAY_TARGET                                                                          \
-    "WITH RECURSIVE up AS ("                                                                       \
-    " SELECT id, replay_count, replayed_from_event_id, 0 AS depth FROM event_journal"              \
-    "  WHERE id = $1::bigint AND " SCOPE(                                                          \
-        "2", "tenant_id") " UNION ALL SELECT p.id, p.replay_count, p.replayed_from_event_id, "     \
-                          "up.depth + 1"                                                           \
-                          "  FROM event_journal p JOIN up ON p.id = up.replayed_from_event_id "    \
-                          "WHERE up.depth < 100)"                                                  \
-                          " SELECT (SELECT replay_count FROM up WHERE depth = 0),"                 \
-                          "  string_agg(id || ' (depth ' || replay_count || ')', ' <- ' ORDER BY " \
-                          "depth)"                                                                 \
-                          " FROM up HAVING count(*) > 0"
+#define SQL_REPLAY_TARGET                                                                                        \
+    "WITH RECURSIVE up AS ("                                                                                     \
+    " SELECT id, replay_count, replayed_from_event_id, 0 AS depth FROM event_journal"                            \
+    "  WHERE id = $1::bigint AND " SCOPE(                                                                        \
+        "2",                                                                                                     \
+        "tenant_id") " UNION ALL SELECT p.id, p.replay_count, p.replayed_from_event_id, "                        \
+                     "up.depth + 1"                                                                              \
+                     "  FROM event_journal p JOIN up ON p.id = up.replayed_from_event_id "                       \
+                     "WHERE up.depth < 100 AND " SCOPE(                                                          \
+                         "2",                                                                                    \
+                         "p.tenant_id") ")"                                                                      \
+                                        " SELECT (SELECT replay_count FROM up WHERE depth = 0),"                 \
+                                        "  string_agg(id || ' (depth ' || replay_count || ')', ' <- ' ORDER BY " \
+                                        "depth)"                                                                 \
+                                        " FROM up HAVING count(*) > 0"
 
 /* $1 kind, $2 source, $3 requested_by, $4 reason, $5 params jsonb, $6 status, $7 total */
 #define SQL_JOB_CREATE                                                                             \
