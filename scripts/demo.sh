@@ -12,6 +12,12 @@ make -s all
 
 scripts/pg.sh start .demo/pg "$port"
 export EVENTSINK_DSN="host=127.0.0.1 port=$port dbname=eventsink user=eventsink"
+# The embedded Kafka cluster keeps nothing between runs: its offsets start at 0 again. So
+# the demo's database starts empty too, or the rows of an earlier run would stand at the
+# Kafka positions of the new records.
+echo "demo: starting with an empty database (the embedded Kafka cluster keeps nothing between runs; rm -rf .demo removes everything)"
+psql -X -q -h 127.0.0.1 -p "$port" -U eventsink -d postgres -v ON_ERROR_STOP=1 \
+  -c 'DROP DATABASE IF EXISTS eventsink' -c 'CREATE DATABASE eventsink OWNER eventsink' >/dev/null
 export EVENTSINK_KAFKA_BROKERS=embedded
 
 log=.demo/eventsink.log
