@@ -148,7 +148,7 @@ class Driver(threading.Thread):
         self.kafka, self.topic, self.dsn, self.rate, self.ledger = kafka, topic, dsn, rate, ledger
         self.rng = random.Random(seed ^ 0x5EED)
         self.stop_evt = threading.Event()
-        self.parents: list[int] = []
+        self.parents: list[tuple[int, str]] = []
         self.next_cid = 1
         self.fatal_errors = 0
         self.error: BaseException | None = None
@@ -165,11 +165,11 @@ class Driver(threading.Thread):
     def refresh_parents(self) -> None:
         try:
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
-                rows = c.execute("SELECT id FROM event_journal WHERE topic = %s AND "
+                rows = c.execute("SELECT id, tenant_id FROM event_journal WHERE topic = %s AND "
                                  "replay_count < 2 ORDER BY id DESC LIMIT 400",
                                  (self.topic,)).fetchall()
             if rows:
-                self.parents = [r[0] for r in rows]
+                self.parents = [(r[0], r[1]) for r in rows]
         except Exception:  # noqa: BLE001 - PostgreSQL may be down: keep the old list
             pass
 
@@ -182,10 +182,12 @@ class Driver(threading.Thread):
         if roll < 0.08:
             value, reason = self.rng.choice(POISON)
             return Entry(cid, "poison", value, reason=reason), key, headers
-        ev = make_event(cid, self.rng)
-        ev["chaos_id"] = cid
         if roll < 0.16 and self.parents:
-            parent = self.rng.choice(self.parents)
+            # another producer's replay of a journal row of the same tenant: journaled as a
+            # replay of it, unverified (a parent of another tenant would not be linked)
+            parent, tenant = self.rng.choice(self.parents)
+            ev = make_event(cid, self.rng, tenant=tenant)
+            ev["chaos_id"] = cid
             in_headers = self.rng.random() < 0.3
             if in_headers:
                 headers += [("x-replayed-from-event-id", str(parent).encode()),
@@ -196,6 +198,8 @@ class Driver(threading.Thread):
             value = json.dumps(ev).encode()
             return (Entry(cid, "replay", value, tenant=ev["tenant_id"], parent=parent,
                           in_headers=in_headers), key, headers)
+        ev = make_event(cid, self.rng)
+        ev["chaos_id"] = cid
         value = json.dumps(ev).encode()
         return Entry(cid, "original", value, tenant=ev["tenant_id"]), key, headers
 
@@ -691,7 +695,8 @@ class Chaos:
         for r in harness.query_dicts(self.dsn, """
                 SELECT id, kafka_partition AS p, kafka_offset AS o, tenant_id, replay_count,
                        replay_source, replayed_from_event_id AS parent, replay_job_id AS job,
-                       replayed_from_dlq_id AS dlq, headers->>'chaos-id' AS cid,
+                       replayed_from_dlq_id AS dlq, replay_verified AS verified,
+                       headers->>'chaos-id' AS cid,
                        payload->>'chaos_id' AS pcid
                 FROM event_journal WHERE topic = %s""", (self.topic,)):
             journal[(r["p"], r["o"])] = r
@@ -760,20 +765,21 @@ class Chaos:
             if j["tenant_id"] != e.tenant:
                 wrong.append(f"chaos-id {e.cid}: tenant {j['tenant_id']!r}, expected {e.tenant!r}")
             if e.kind == "original":
-                got = (j["replay_count"], j["replay_source"], j["parent"], j["job"])
-                if got != (0, None, None, None):
+                got = (j["replay_count"], j["replay_source"], j["parent"], j["job"], j["verified"])
+                if got != (0, None, None, None, None):
                     wrong.append(f"original chaos-id {e.cid} at {e.pos}: (replay_count, "
-                                 f"replay_source, replayed_from_event_id, replay_job_id) = {got}")
+                                 f"replay_source, replayed_from_event_id, replay_job_id, "
+                                 f"replay_verified) = {got}")
             else:
                 parent = by_id.get(e.parent)
                 want_count = (parent["replay_count"] + 1) if parent else None
-                got = (j["replay_count"], j["replay_source"], j["parent"], j["job"])
-                want = (want_count, DRIVER_SOURCE, e.parent, None)
+                got = (j["replay_count"], j["replay_source"], j["parent"], j["job"], j["verified"])
+                want = (want_count, DRIVER_SOURCE, e.parent, None, False)
                 if got != want:
                     wrong.append(f"replay-marked chaos-id {e.cid} at {e.pos} "
                                  f"({'headers' if e.in_headers else 'payload'}): (replay_count, "
-                                 f"replay_source, replayed_from_event_id, replay_job_id) = {got}, "
-                                 f"expected {want}")
+                                 f"replay_source, replayed_from_event_id, replay_job_id, "
+                                 f"replay_verified) = {got}, expected {want}")
         if failed:
             self.notes.append(f"{len(failed)} driver record(s) were not acknowledged by Kafka "
                               f"(e.g. {failed[0].error})")
@@ -898,10 +904,11 @@ class Chaos:
             for r in rows:
                 parent = by_id.get(r["parent"])
                 if parent is None or r["replay_count"] != parent["replay_count"] + 1 or \
-                        r["replay_source"] != "operator_api":
+                        r["replay_source"] != "operator_api" or r["verified"] is not True:
                     job_problems.append(f"job {jb['id']}: replay row {r['id']} has "
                                         f"replay_count {r['replay_count']}, source "
-                                        f"{r['replay_source']!r}, parent {r['parent']}")
+                                        f"{r['replay_source']!r}, parent {r['parent']}, "
+                                        f"replay_verified {r['verified']}")
                     break
             extra = {r["parent"] for r in rows} - {it["event_id"] for it in its}
             if extra:

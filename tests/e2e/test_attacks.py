@@ -931,10 +931,13 @@ def test_forged_replay_markers_cannot_make_an_event_vanish(kafka, db, topic, sin
         if n != 1:
             missing.append(((p, o), n))
     assert not missing, f"records stored 0 or 2 times: {missing}"
-    # kept as a resolved DLQ entry that points at the journal row holding the first copy
-    first = scalar(db, "SELECT id FROM event_journal WHERE replay_job_id = %s AND "
-                       "replayed_from_event_id = %s", (job, src))
-    rows = query(db, "SELECT reason, status, resolved_event_id FROM dead_letter_queue WHERE "
-                     "topic = %s AND (kafka_partition, kafka_offset) IN ((%s, %s), (%s, %s))",
-                 (topic, *positions[0], *positions[1]))
-    assert sorted(rows) == [("duplicate_replay", "resolved", first)] * 2, rows
+    # the markers are not eventsink's (no signature): journaled as replays of the event
+    # they name, without the job's authority -- the job's own replay is untouched
+    rows = query(db, "SELECT replay_verified, replay_job_id, replayed_from_event_id, replay_count"
+                     " FROM event_journal WHERE topic = %s AND (kafka_partition, kafka_offset)"
+                     " IN ((%s, %s), (%s, %s))", (topic, *positions[0], *positions[1]))
+    assert sorted(rows) == [(False, None, src, 1)] * 2, rows
+    assert scalar(db, "SELECT count(*) FROM event_journal WHERE replay_job_id = %s AND "
+                      "replayed_from_event_id = %s AND replay_verified", (job, src)) == 1
+    assert scalar(db, "SELECT count(*) FROM dead_letter_queue WHERE reason = "
+                      "'duplicate_replay'") == 0

@@ -75,9 +75,13 @@ def test_replay_keeps_binary_repeated_and_null_headers_and_drops_old_markers(kaf
     assert h["x-replay-source"] == b"operator_api"  # the new marker, not the stale one
     assert [n for n, _ in msg.headers()].count("x-replay-source") == 1
     r1 = _landed(db, s, body)
+    sig = r1["headers"]["x-replay-signature"]  # eventsink's signature of these markers
+    assert sig.startswith("v1.") and sig == h["x-replay-signature"].decode()
     assert r1["headers"] == a["headers"] | {"x-replay-source": "operator_api",
                                              "x-replayed-from-event-id": str(a["id"]),
-                                             "x-replay-job-id": str(body["job_id"])}
+                                             "x-replay-job-id": str(body["job_id"]),
+                                             "x-replay-signature": sig}
+    assert r1["replay_verified"] is True
     assert s.terminate() == 0
 
 
