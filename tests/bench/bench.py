@@ -1036,9 +1036,13 @@ class Bench:
         c["dlq_by_reason"] = dlq
         c["poison_produced"] = self.counts["poison"]
         c["poison_in_dlq_ok"] = dlq == {"invalid_json": self.counts["poison"]}
-        marked = q1(conn, "SELECT count(*), count(*) FILTER (WHERE "
-                          "replayed_from_event_id IS NOT NULL AND replay_source IS NOT NULL) "
-                          "FROM event_journal WHERE topic = %s AND replay_job_id IS NULL AND "
+        # the bench's own markers are another producer's: journaled as replays, unverified,
+        # linked only to a parent of the same tenant (most random parents are not)
+        marked = q1(conn, "SELECT count(*), count(*) FILTER (WHERE replay_source IS NOT NULL"
+                          " AND replay_verified = false AND (replayed_from_event_id IS NULL OR"
+                          " EXISTS (SELECT 1 FROM event_journal p WHERE"
+                          " p.id = j.replayed_from_event_id AND p.tenant_id = j.tenant_id)))"
+                          " FROM event_journal j WHERE topic = %s AND replay_job_id IS NULL AND "
                           "replay_count > 0", (TOPIC,))
         c["replay_marked_produced"] = self.counts["replay_marked"]
         c["replay_marked_journaled"] = marked[0]
