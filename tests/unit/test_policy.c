@@ -13,67 +13,28 @@
 
 #include "log.h"
 #include "policy.h"
+#include "policy_fixture.h"
 #include "record.h"
 
 static const struct lua_host_limits LIMITS = {.max_memory_bytes = 32u << 20,
                                               .max_instructions = 1000000};
 
-struct fx {
-    char dir[64];
-    char paths[4][128];
-    struct policy_set *ps;
-    char *err;
-};
-
 static char msgcopy[4096];
 
 static int setup(void **state)
 {
-    struct fx *fx = calloc(1, sizeof *fx);
-    strcpy(fx->dir, "/tmp/es-pol-XXXXXX"); /* short: Lua shortens long chunk names */
-    if (!mkdtemp(fx->dir)) return -1;
-    char dir[sizeof fx->dir];
-    memcpy(dir, fx->dir, sizeof dir);
-    for (int i = 0; i < 4; i++)
-        snprintf(fx->paths[i], sizeof fx->paths[i], "%s/p%d.lua", dir, i + 1);
-    *state = fx;
-    return 0;
+    return fx_setup(state, "/tmp/es-pol-XXXXXX");
 }
 
-static int teardown(void **state)
-{
-    struct fx *fx = *state;
-    policy_set_destroy(fx->ps);
-    free(fx->err);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
-    if (system(cmd) != 0) return -1;
-    free(fx);
-    return 0;
-}
-
-/* Writes the n texts to p1.lua.. and loads them; returns the set (also kept in fx->ps) or
+/* Writes the n texts to p1.lua.. and loads them with LIMITS; the set (also kept in fx->ps) or
  * NULL with fx->err set. */
 static struct policy_set *load(struct fx *fx, int n, ...)
 {
-    char *items[4];
     va_list ap;
     va_start(ap, n);
-    for (int i = 0; i < n; i++) {
-        FILE *f = fopen(fx->paths[i], "w");
-        assert_non_null(f);
-        fputs(va_arg(ap, const char *), f);
-        fclose(f);
-        items[i] = fx->paths[i];
-    }
+    struct policy_set *ps = fx_vload(fx, &LIMITS, 7, n, ap);
     va_end(ap);
-    struct strlist files = {.items = items, .n = (size_t)n};
-    policy_set_destroy(fx->ps);
-    free(fx->err);
-    fx->err = NULL;
-    fx->ps = policy_set_load(&files, &LIMITS, 7, &fx->err);
-    if (fx->ps) assert_null(fx->err);
-    return fx->ps;
+    return ps;
 }
 
 static struct policy_set *load_ok(struct fx *fx, const char *text)

@@ -20,6 +20,7 @@
 
 #include "lua_host.h"
 #include "policy.h"
+#include "policy_fixture.h"
 #include "policy_runner.h"
 #include "record.h"
 
@@ -32,13 +33,6 @@
 static const struct lua_host_limits LIMITS = {
     .max_memory_bytes = 64u << 20, .max_instructions = 1000000, .max_call_ms = CALL_MS};
 
-struct fx {
-    char dir[64];
-    char paths[4][128];
-    struct policy_set *ps;
-    char *err;
-};
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -48,49 +42,18 @@ static int64_t now_ms(void)
 
 static int setup(void **state)
 {
-    struct fx *fx = calloc(1, sizeof *fx);
-    strcpy(fx->dir, "/tmp/es-run-XXXXXX");
-    if (!mkdtemp(fx->dir)) return -1;
-    char dir[sizeof fx->dir];
-    memcpy(dir, fx->dir, sizeof dir);
-    for (int i = 0; i < 4; i++)
-        snprintf(fx->paths[i], sizeof fx->paths[i], "%s/p%d.lua", dir, i + 1);
-    *state = fx;
-    return 0;
+    return fx_setup(state, "/tmp/es-run-XXXXXX");
 }
 
-static int teardown(void **state)
-{
-    struct fx *fx = *state;
-    policy_set_destroy(fx->ps);
-    free(fx->err);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
-    if (system(cmd) != 0) return -1;
-    free(fx);
-    return 0;
-}
-
-/* Writes the n texts to p1.lua.. and loads them with LIMITS; the set or NULL (fx->err). */
+/* Writes the n texts to p1.lua.. and loads them with LIMITS; the set (also kept in fx->ps) or
+ * NULL with fx->err set. */
 static struct policy_set *load(struct fx *fx, int n, ...)
 {
-    char *items[4];
     va_list ap;
     va_start(ap, n);
-    for (int i = 0; i < n; i++) {
-        FILE *f = fopen(fx->paths[i], "w");
-        assert_non_null(f);
-        fputs(va_arg(ap, const char *), f);
-        fclose(f);
-        items[i] = fx->paths[i];
-    }
+    struct policy_set *ps = fx_vload(fx, &LIMITS, 1, n, ap);
     va_end(ap);
-    struct strlist files = {.items = items, .n = (size_t)n};
-    policy_set_destroy(fx->ps);
-    free(fx->err);
-    fx->err = NULL;
-    fx->ps = policy_set_load(&files, &LIMITS, 1, &fx->err);
-    return fx->ps;
+    return ps;
 }
 
 static void decide_json(struct policy_set *ps, const char *json, struct decision *d)
