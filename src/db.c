@@ -87,11 +87,6 @@ PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
     return NULL;
 }
 
-static int hexnib(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 bool db_load_replay_keys(struct db *db, char **err)
 {
     PGresult *res = PQexec(db->conn, SQL_REPLAY_KEYS);
@@ -104,13 +99,17 @@ bool db_load_replay_keys(struct db *db, char **err)
     struct replay_key *keys = xcalloc((size_t)n + 1, sizeof *keys);
     size_t nk = 0;
     for (int i = 0; i < n; i++) {
-        const char *hex = PQgetvalue(res, i, 1);
-        size_t len = strlen(hex) / 2;
-        if (len == 0 || len > sizeof keys[nk].secret) continue; /* not a usable key */
-        keys[nk].id = atoi(PQgetvalue(res, i, 0));
-        for (size_t k = 0; k < len; k++)
-            keys[nk].secret[k] = (unsigned char)(hexnib(hex[2 * k]) * 16 + hexnib(hex[2 * k + 1]));
-        keys[nk++].len = len;
+        size_t len = 0;
+        unsigned char *secret = PQunescapeBytea((const unsigned char *)PQgetvalue(res, i, 1), &len);
+        if (secret && len > 0 && len <= sizeof keys[nk].secret) { /* else not a usable key */
+            keys[nk].id = atoi(PQgetvalue(res, i, 0));
+            memcpy(keys[nk].secret, secret, len);
+            keys[nk++].len = len;
+        }
+        if (secret) {
+            memset(secret, 0, len);
+            PQfreemem(secret);
+        }
     }
     PQclear(res);
     replay_auth_set_keys(keys, nk);

@@ -180,7 +180,6 @@
 /* clang-format on */
 
 /* The keys that sign replay markers (replay_auth.h), newest last. */
-#define SQL_REPLAY_KEYS                                                                            \
-    "SELECT id, encode(secret, 'hex') FROM replay_keys WHERE retired_at IS NULL ORDER BY id"
+#define SQL_REPLAY_KEYS "SELECT id, secret FROM replay_keys WHERE retired_at IS NULL ORDER BY id"
 
 #endif

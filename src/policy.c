@@ -23,19 +23,23 @@ struct policy_set {
     char *restart_err;
 };
 
+struct policy_schedule *policy_schedules_copy(const struct policy_schedule *s, size_t n)
+{
+    struct policy_schedule *copy = xcalloc(n + 1, sizeof *copy);
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = s[i];
+        copy[i].name = xstrdup(s[i].name);
+        copy[i].cron_text = xstrdup(s[i].cron_text);
+        copy[i].action = xstrdup(s[i].action);
+        copy[i].params_json = xstrdup(s[i].params_json);
+    }
+    return copy;
+}
+
 static void schedules_copy(struct policy_set *ps)
 {
-    size_t n;
-    const struct policy_schedule *s = runner_schedules(ps->runner, &n);
-    ps->schedules = xcalloc(n + 1, sizeof *ps->schedules);
-    for (size_t i = 0; i < n; i++) {
-        ps->schedules[i] = s[i];
-        ps->schedules[i].name = xstrdup(s[i].name);
-        ps->schedules[i].cron_text = xstrdup(s[i].cron_text);
-        ps->schedules[i].action = xstrdup(s[i].action);
-        ps->schedules[i].params_json = xstrdup(s[i].params_json);
-    }
-    ps->nschedules = n;
+    const struct policy_schedule *s = runner_schedules(ps->runner, &ps->nschedules);
+    ps->schedules = policy_schedules_copy(s, ps->nschedules);
 }
 
 /* Takes ownership of src. */

@@ -88,7 +88,8 @@ bool policy_set_exec(struct policy_set *ps, void (*fn)(struct lua_host *h, void 
 
 /* The set's schedules (owned by the set). */
 const struct policy_schedule *policy_set_schedules(const struct policy_set *ps, size_t *n);
-/* Frees a copy of schedules (n of them). Accepts NULL. */
+/* A deep copy of n schedules, and its release (accepts NULL). */
+struct policy_schedule *policy_schedules_copy(const struct policy_schedule *s, size_t n);
 void policy_schedules_free(struct policy_schedule *s, size_t n);
 
 /* The dlq_retry hook: 1 with *seconds until the next automated attempt, 0 when retrying

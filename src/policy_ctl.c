@@ -86,14 +86,7 @@ struct policy_schedule *policy_ctl_schedules(struct policy_ctl *c, size_t *n, in
     pthread_mutex_lock(&c->lock);
     size_t cnt;
     const struct policy_schedule *src = policy_set_schedules(c->ps, &cnt);
-    struct policy_schedule *copy = xcalloc(cnt + 1, sizeof *copy);
-    for (size_t i = 0; i < cnt; i++) {
-        copy[i] = src[i];
-        copy[i].name = xstrdup(src[i].name);
-        copy[i].cron_text = xstrdup(src[i].cron_text);
-        copy[i].action = xstrdup(src[i].action);
-        copy[i].params_json = xstrdup(src[i].params_json);
-    }
+    struct policy_schedule *copy = policy_schedules_copy(src, cnt);
     *version = policy_set_version(c->ps);
     pthread_mutex_unlock(&c->lock);
     *n = cnt;
