@@ -1,5 +1,6 @@
 #include "consumer.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "position_check.h"
 #include "status.h"
 
 struct consumer {
@@ -26,6 +28,7 @@ struct consumer {
     struct lua_host *stats;  /* reads librdkafka's statistics JSON (lua/kafka_stats.lua) */
     int stats_fn;            /* registry reference to the reader function */
     rd_kafka_queue_t *queue; /* the consumer queue, for consumer_wake() */
+    struct position_check *positions;
 };
 
 /* A failed commit loses nothing: the events are in PostgreSQL, and a redelivery is
@@ -121,6 +124,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("kafka: %d partition(s) assigned", parts->cnt);
+        position_check_assign(rk, parts);
         rd_kafka_error_t *e = NULL;
         if (cooperative)
             e = rd_kafka_incremental_assign(rk, parts);
@@ -144,6 +148,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_info("kafka: %d partition(s) revoked; flushing and committing first", parts->cnt);
         if (c->on_revoke) c->on_revoke(c->opaque, parts);
+        position_check_forget(c->positions);
     } else {
         log_warn("kafka: rebalance error: %s", rd_kafka_err2str(err));
     }
@@ -161,6 +166,7 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
     struct consumer *c = xcalloc(1, sizeof *c);
     c->on_revoke = on_revoke;
     c->opaque = opaque;
+    c->positions = position_check_new();
     atomic_init(&c->kafka_up, true);
     status_set_kafka_up(true);
     if (!start_stats_reader(c, err)) goto error;
@@ -283,6 +289,7 @@ void consumer_destroy(struct consumer *c)
         c->rk = NULL;
     }
     lua_host_destroy(c->stats);
+    position_check_free(c->positions);
     free(c);
 }
 
@@ -338,12 +345,22 @@ void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *po
     if (todo->cnt) {
         rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, todo, 5000);
         if (e) {
-            log_warn("kafka: seek back failed: %s", rd_kafka_error_string(e));
+            log_warn("kafka: seek failed: %s", rd_kafka_error_string(e));
             rd_kafka_error_destroy(e);
         }
+        for (int i = 0; i < todo->cnt; i++)
+            if (todo->elems[i].err)
+                log_warn("kafka: seek of %s[%d] to offset %" PRId64 " failed: %s",
+                         todo->elems[i].topic, (int)todo->elems[i].partition, todo->elems[i].offset,
+                         rd_kafka_err2str(todo->elems[i].err));
     }
     rd_kafka_topic_partition_list_destroy(todo);
     rd_kafka_topic_partition_list_destroy(assigned);
+}
+
+void consumer_reread(struct consumer *c, const rd_kafka_topic_partition_list_t *reused)
+{
+    position_check_reread(c->positions, c->rk, reused);
 }
 
 void consumer_wake(struct consumer *c)

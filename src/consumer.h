@@ -40,6 +40,10 @@ void consumer_pause(struct consumer *c, bool pause);
 /* Moves the fetch position of each listed partition that is still assigned. */
 void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions);
 
+/* Reads again from its beginning each listed partition (offset: its first record found at a
+ * reused position) whose log was replaced: position_check.h. */
+void consumer_reread(struct consumer *c, const rd_kafka_topic_partition_list_t *reused);
+
 /* Leaves the group (revoking, so the pipeline flushes first), waiting at most timeout_ms. */
 void consumer_close(struct consumer *c, int timeout_ms);
 

@@ -378,6 +378,8 @@ static void report_persisted(PGresult *res, struct write_stats *stats, db_persis
             .source = get_str(res, k, 7),
             .unlinked = get_i64(res, k, 9),
             .reused = PQgetvalue(res, k, 10)[0] == 't',
+            .partition = (int32_t)get_i64(res, k, 11),
+            .offset = get_i64(res, k, 12),
         };
         stats->offsets_reused += row.reused;
         if (on_persisted) on_persisted(opaque, &row);
@@ -643,7 +645,9 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
                                 .reason = get_str(dlq, k, 1),
                                 .retry = PQgetvalue(dlq, k, 2)[0] == 't',
                                 .reused = PQgetvalue(dlq, k, 3)[0] == 't',
-                                .topic = get_str(dlq, k, 4)};
+                                .topic = get_str(dlq, k, 4),
+                                .partition = (int32_t)get_i64(dlq, k, 5),
+                                .offset = get_i64(dlq, k, 6)};
             if (d.retry)
                 stats->dlq_retried++;
             else

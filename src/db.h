@@ -58,9 +58,11 @@ struct persisted_row {
     const char *source; /* replay_source, NULL for an original */
     int replay_count;
     int64_t from_event, from_dlq;
-    int64_t unlinked; /* the parent a replay claimed that does not exist or belongs to
-                         another tenant (not linked), else 0 */
-    bool reused;      /* its Kafka position held another record: a new generation */
+    int64_t unlinked;  /* the parent a replay claimed that does not exist or belongs to
+                          another tenant (not linked), else 0 */
+    bool reused;       /* its Kafka position held another record: a new generation */
+    int32_t partition; /* the Kafka position (of a reused row) */
+    int64_t offset;
 };
 /* A DLQ row inserted or counted, reported after the transaction committed. */
 struct dlq_row {
@@ -69,6 +71,8 @@ struct dlq_row {
     bool retry;        /* a retried entry that failed again: one more attempt */
     bool reused;       /* its Kafka position held another record: a new generation */
     const char *topic; /* of a new row */
+    int32_t partition; /* the Kafka position (of a reused row) */
+    int64_t offset;
 };
 typedef void (*db_persisted_fn)(void *opaque, const struct persisted_row *row);
 typedef void (*db_dlq_fn)(void *opaque, const struct dlq_row *row);

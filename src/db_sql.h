@@ -99,12 +99,13 @@
     " SELECT a.id, a.tenant_id, a.event_type, a.topic, a.replay_count," \
     "  a.replayed_from_event_id, a.replayed_from_dlq_id, a.replay_source, false AS dup," \
     "  CASE WHEN a.replayed_from_event_id IS NULL THEN r.replayed_from_event_id END" \
-    "  AS unlinked, a.reused" \
+    "  AS unlinked, a.reused, a.kafka_partition, a.kafka_offset" \
     " FROM (SELECT ins.*, false AS reused FROM ins" \
     "  UNION ALL SELECT reused.*, true FROM reused) a" \
     " JOIN r ON r.topic = a.topic AND r.kafka_partition = a.kafka_partition" \
     "  AND r.kafka_offset = a.kafka_offset" \
-    " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true, NULL, false FROM dup"
+    " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true, NULL, false," \
+    "  NULL, NULL FROM dup"
 
 #define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS SQL_JOURNAL_RESULT
 
@@ -174,9 +175,10 @@
     " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
     " RETURNING id, reason, topic, kafka_partition, kafka_offset" \
     ")" \
-    " SELECT id, reason, false AS retry, false AS reused, topic FROM ins" \
-    " UNION ALL SELECT id, reason, true, false, NULL FROM retried" \
-    " UNION ALL SELECT id, reason, false, true, topic FROM reused"
+    " SELECT id, reason, false AS retry, false AS reused, topic, NULL::int, NULL::bigint" \
+    "  FROM ins" \
+    " UNION ALL SELECT id, reason, true, false, NULL, NULL, NULL FROM retried" \
+    " UNION ALL SELECT id, reason, false, true, topic, kafka_partition, kafka_offset FROM reused"
 /* clang-format on */
 
 /* The keys that sign replay markers (replay_auth.h), newest last. */

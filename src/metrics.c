@@ -27,7 +27,7 @@ struct family {
 };
 
 static struct family consumed, persisted, dlq_events, replays, reloads, http_requests,
-    jobs_finished, offset_reuse;
+    jobs_finished, offset_reuse, partition_rereads;
 
 static uint64_t *find_or_add(struct family *f, const char *l1, const char *l2)
 {
@@ -100,6 +100,13 @@ void metrics_offset_reuse(const char *topic)
 {
     pthread_mutex_lock(&lock);
     *find_or_add(&offset_reuse, topic_label(&offset_reuse, topic), NULL) += 1;
+    pthread_mutex_unlock(&lock);
+}
+
+void metrics_partition_reread(const char *topic)
+{
+    pthread_mutex_lock(&lock);
+    *find_or_add(&partition_rereads, topic_label(&partition_rereads, topic), NULL) += 1;
     pthread_mutex_unlock(&lock);
 }
 
@@ -341,6 +348,10 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            "Records at a Kafka position that held another record (topic recreated, offsets "
            "reset): kept at a new generation.",
            &offset_reuse, "topic", NULL);
+    family(o, "eventsink_partition_rereads_total",
+           "Partitions read again from their beginning because their log was replaced (a "
+           "record at a reused position).",
+           &partition_rereads, "topic", NULL);
     family(o, "eventsink_dlq_events_total", "Events written to the dead-letter queue.", &dlq_events,
            "reason", NULL);
     family(o, "eventsink_replays_total", "Events replayed, by replay source and result.", &replays,

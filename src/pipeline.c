@@ -63,6 +63,9 @@ struct lane {
     struct writer_job job;
     struct db *db;  /* this lane's connection: its writer's while submitted */
     bool submitted; /* handed to the writer (else it failed before that: retried) */
+    /* per partition, the lowest offset of this batch kept at a reused position (written by
+     * the writer thread's callbacks, read once the write is done) */
+    rd_kafka_topic_partition_list_t *reused;
 };
 
 struct pipeline {
@@ -211,6 +214,8 @@ static struct lane *lane_at(struct pipeline *p, int k)
  * whoever owns their partitions now (rows already written are skipped then). Each
  * partition's records are in consumption order across the lanes (oldest first), cur and
  * held, so the first one seen is the one to go back to. */
+static void offsets_clear(rd_kafka_topic_partition_list_t **l);
+
 static void abandon_all(struct pipeline *p)
 {
     rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new(16);
@@ -221,6 +226,7 @@ static void abandon_all(struct pipeline *p)
         l->submitted = false;
         free(l->job.err);
         l->job.err = NULL;
+        offsets_clear(&l->reused); /* read again by whoever gets the records */
         first_offsets(&l->b, back);
         n += l->b.n;
     }
@@ -306,9 +312,17 @@ static void decide(struct pipeline *p, struct batch *b)
 static void publish_dead_letters(struct pipeline *p, const struct batch *b);
 
 /* A record whose Kafka position held another record: the topic was created again, the
- * cluster replaced or the offsets reset. It was kept, at a new generation of the position. */
-static void warn_reused(const char *topic, const char *where)
+ * cluster replaced or the offsets reset. It was kept, at a new generation of the position;
+ * its partition is read again once the batch is done (complete_oldest). */
+static void warn_reused(struct lane *l, const char *topic, int32_t partition, int64_t offset,
+                        const char *where)
 {
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(l->reused, topic, partition);
+    if (!e) {
+        e = rd_kafka_topic_partition_list_add(l->reused, topic, partition);
+        e->offset = offset;
+    }
+    if (offset < e->offset) e->offset = offset;
     metrics_offset_reuse(topic);
     log_warn("a record of %s arrived at a Kafka position that already holds another record "
              "(the topic was recreated, the cluster replaced or its offsets reset): kept it in "
@@ -318,9 +332,8 @@ static void warn_reused(const char *topic, const char *where)
 
 static void on_persisted(void *opaque, const struct persisted_row *row)
 {
-    (void)opaque;
     metrics_events_persisted(row->topic, row->source != NULL, 1);
-    if (row->reused) warn_reused(row->topic, "journal");
+    if (row->reused) warn_reused(opaque, row->topic, row->partition, row->offset, "journal");
     if (row->unlinked)
         log_warn("event %" PRId64 " (tenant %s) names event %" PRId64 " as the one it replays, "
                  "which does not exist or belongs to another tenant: journaled as a replay "
@@ -342,9 +355,9 @@ static void on_persisted(void *opaque, const struct persisted_row *row)
 
 static void on_dlq(void *opaque, const struct dlq_row *row)
 {
-    (void)opaque;
     metrics_dlq_event(row->reason, 1);
-    if (row->reused) warn_reused(row->topic, "dead-letter queue");
+    if (row->reused)
+        warn_reused(opaque, row->topic, row->partition, row->offset, "dead-letter queue");
     if (row->retry)
         log_warn("DLQ entry %" PRId64 " was retried and failed again (%s); counted one more "
                  "attempt",
@@ -446,7 +459,7 @@ static void submit(struct pipeline *p)
         .policy_version = p->policy_version,
         .on_persisted = on_persisted,
         .on_dlq = on_dlq,
-        .opaque = p,
+        .opaque = l,
         .done = writer_done_cb,
         .done_arg = p->consumer,
         .rc = DB_RETRY,
@@ -501,7 +514,7 @@ static bool retry_write(struct pipeline *p, struct lane *l, int64_t deadline, bo
         struct write_stats st;
         if (ensure_conn(p, &l->db, &err) &&
             db_write_batch(l->db, l->b.items, l->b.n, l->job.policy_version, &st, on_persisted,
-                           on_dlq, p, &err) == DB_OK) {
+                           on_dlq, l, &err) == DB_OK) {
             ok = true;
             break;
         }
@@ -537,6 +550,10 @@ static bool complete_oldest(struct pipeline *p, int64_t deadline, bool may_poll,
         return false;
     }
     commit_offsets(p, &l->b, async_commit);
+    if (l->reused->cnt) {
+        consumer_reread(p->consumer, l->reused);
+        offsets_clear(&l->reused);
+    }
     metrics_batch(l->b.n, (double)(now_ms() - l->b.write_ms) / 1000.0);
     if (p->cfg->kafka.dlq_topic) publish_dead_letters(p, &l->b);
     batch_release(&l->b);
@@ -757,6 +774,7 @@ int pipeline_run(struct config *cfg)
     sv.worker = true;
     p->nlanes = (int)cfg->batch.writers;
     for (int k = 0; k < p->nlanes; k++) {
+        p->lanes[k].reused = rd_kafka_topic_partition_list_new(4);
         p->lanes[k].writer = writer_start(&err);
         if (!p->lanes[k].writer) {
             log_error("%s", err);
@@ -849,6 +867,7 @@ out:
         writer_stop(p->lanes[k].writer);
         batch_free(&p->lanes[k].b);
         db_close(p->lanes[k].db);
+        if (p->lanes[k].reused) rd_kafka_topic_partition_list_destroy(p->lanes[k].reused);
     }
     services_stop(p, &sv);
     embedded_kafka_stop(sv.embedded);

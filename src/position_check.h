@@ -1,0 +1,37 @@
+/* Kafka positions that can be trusted after a topic is created again (CONTRACT 9.2).
+ *
+ * A topic deleted and created again hands out its offsets again, for other records; the
+ * journal keeps those at a new generation of the position (db_sql.h, `reused`). What is
+ * left is the consumer's position: it may still point into the old log (a commit of the old
+ * topic that raced its deletion, or a fetch position carried over), and the records of the
+ * new log before it would never be read. Two things make sure they are:
+ *  - on assignment, each partition starts one record before its committed offset
+ *    (position_check_assign): that record is a redelivery, unless the log was replaced;
+ *  - a partition where a record turned out to sit at a reused position is read again from
+ *    its beginning (position_check_reread): what is stored is skipped, what was never
+ *    read lands. */
+#ifndef EVENTSINK_POSITION_CHECK_H
+#define EVENTSINK_POSITION_CHECK_H
+
+#include <librdkafka/rdkafka.h>
+
+struct position_check;
+
+struct position_check *position_check_new(void);
+void position_check_free(struct position_check *pc);
+
+/* From the rebalance callback, before the assign: sets the start offsets in parts. Bounded
+ * (10 s in all); what cannot be read in time starts at its committed offset. */
+void position_check_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts);
+
+/* reused: per partition, the lowest offset of a batch whose record was kept at a new
+ * generation. Seeks each partition to its beginning, unless that offset is its first one
+ * or the record was fetched before the last re-read of the partition began (in flight
+ * then: the re-read covers it). From the consumer thread. */
+void position_check_reread(struct position_check *pc, rd_kafka_t *rk,
+                           const rd_kafka_topic_partition_list_t *reused);
+
+/* Partitions were revoked: the re-read marks are stale. */
+void position_check_forget(struct position_check *pc);
+
+#endif
