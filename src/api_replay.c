@@ -227,6 +227,14 @@ static void run_single(struct http_req *rq, struct http_resp *rs, PGconn *c, int
         free(err);
         return;
     }
+    if (out.unknown) {
+        http_error(rs, 503, "kafka_unavailable",
+                   "job %" PRId64 ": Kafka did not confirm the %s in time: %s; the job settles "
+                   "it by itself (GET /replay/jobs/%" PRId64 ")",
+                   job, strcmp(what, "dlq_id") == 0 ? "retry" : "replay", out.error, job);
+        replay_worker_wake();
+        return;
+    }
     if (out.sent != 1) {
         http_error(rs, 503, "kafka_unavailable", "job %" PRId64 ": Kafka did not take the %s: %s",
                    job, strcmp(what, "dlq_id") == 0 ? "retry" : "replay", out.error);

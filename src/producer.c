@@ -15,6 +15,7 @@
 
 struct producer {
     rd_kafka_t *rk;
+    int message_timeout_ms;
     pthread_t poller;
     bool poller_started;
     atomic_bool stop;
@@ -22,19 +23,44 @@ struct producer {
     pthread_cond_t delivered;
 };
 
+struct delivery {
+    struct produce_result res; /* under the producer's lock */
+    atomic_int refs;
+};
+
+void producer_release(struct delivery *d)
+{
+    if (d && atomic_fetch_sub(&d->refs, 1) == 1) free(d);
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     struct producer *p = opaque;
-    struct produce_result *res = m->_private;
-    if (!res) return;
+    struct delivery *d = m->_private;
+    if (!d) return;
     pthread_mutex_lock(&p->lock);
-    res->err = m->err;
-    res->partition = m->partition;
-    res->offset = m->offset;
-    res->done = true;
+    d->res.err = m->err;
+    d->res.possibly_persisted =
+        m->err && rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    d->res.partition = m->partition;
+    d->res.offset = m->offset;
+    d->res.done = true;
     pthread_cond_broadcast(&p->delivered);
     pthread_mutex_unlock(&p->lock);
+    producer_release(d);
+}
+
+void producer_result(struct producer *p, const struct delivery *d, struct produce_result *out)
+{
+    pthread_mutex_lock(&p->lock);
+    *out = d->res;
+    pthread_mutex_unlock(&p->lock);
+}
+
+int producer_answer_bound_ms(const struct producer *p)
+{
+    return p->message_timeout_ms + 5000; /* the timeout scan runs about once a second */
 }
 
 static void *poll_loop(void *arg)
@@ -68,6 +94,12 @@ struct producer *producer_create(const struct config *cfg, const char *bootstrap
         if (strcmp(kv->key, "enable.idempotence") == 0 || strcmp(kv->key, "acks") == 0) continue;
         if (!kafka_conf_set(conf, kv->key, kv->value, err)) goto conf_error;
     }
+    char timeout[32];
+    size_t tlen = sizeof timeout;
+    p->message_timeout_ms =
+        rd_kafka_conf_get(conf, "message.timeout.ms", timeout, &tlen) == RD_KAFKA_CONF_OK
+            ? atoi(timeout)
+            : 300000;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
@@ -108,9 +140,14 @@ void producer_destroy(struct producer *p)
 
 bool producer_send(struct producer *p, const char *topic, const char *key, size_t key_len,
                    const char *value, size_t value_len, const struct record_header *headers,
-                   size_t nheaders, struct produce_result *res, char **err)
+                   size_t nheaders, struct delivery **d, char **err)
 {
-    if (res) memset(res, 0, sizeof *res);
+    struct delivery *res = NULL;
+    if (d) {
+        res = xcalloc(1, sizeof *res);
+        atomic_init(&res->refs, 2); /* the caller's and the delivery report's */
+        *d = NULL;
+    }
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nheaders);
     for (size_t i = 0; i < nheaders; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
@@ -127,15 +164,17 @@ bool producer_send(struct producer *p, const char *topic, const char *key, size_
     }
     if (e) {
         rd_kafka_headers_destroy(hdrs); /* ownership passes to librdkafka only on success */
+        free(res);
         struct buf m = {0};
         buf_printf(&m, "cannot queue the message for %s: %s", topic, rd_kafka_err2str(e));
         *err = m.data;
         return false;
     }
+    if (d) *d = res;
     return true;
 }
 
-bool producer_wait(struct producer *p, struct produce_result *res, size_t n, int timeout_ms)
+bool producer_wait(struct producer *p, struct delivery *const *d, size_t n, int timeout_ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -149,7 +188,7 @@ bool producer_wait(struct producer *p, struct produce_result *res, size_t n, int
     size_t i = 0;
     bool ok = true;
     while (i < n) {
-        if (res[i].done) {
+        if (d[i]->res.done) {
             i++;
             continue;
         }

@@ -16,24 +16,39 @@ struct producer;
 /* The outcome of one message, filled in by the delivery report. */
 struct produce_result {
     bool done;
-    int err; /* rd_kafka_resp_err_t; 0 = acknowledged */
+    int err;                 /* rd_kafka_resp_err_t; 0 = acknowledged */
+    bool possibly_persisted; /* err, yet Kafka may have written it (a timeout in flight) */
     int32_t partition;
     int64_t offset;
 };
+
+/* One message's delivery, shared by the caller and librdkafka's delivery report: each
+ * drops its reference, the last one frees it. So a caller may stop waiting at any time
+ * (producer_release) without librdkafka ever writing into freed memory. */
+struct delivery;
 
 struct producer *producer_create(const struct config *cfg, const char *bootstrap, char **err);
 /* Waits up to 5 s for messages in flight, then destroys. Accepts NULL. */
 void producer_destroy(struct producer *p);
 
-/* Queues one message; res is filled in when Kafka answers (res must live until then;
- * NULL: fire and forget, a failure is only logged by librdkafka).
- * False (and *err) when it could not even be queued. */
+/* Queues one message; *d (when d is not NULL) receives its delivery, to read with
+ * producer_result and give up with producer_release; NULL: fire and forget (a failure is
+ * only logged by librdkafka). False (and *err) when it could not even be queued. */
 bool producer_send(struct producer *p, const char *topic, const char *key, size_t key_len,
                    const char *value, size_t value_len, const struct record_header *headers,
-                   size_t nheaders, struct produce_result *res, char **err);
+                   size_t nheaders, struct delivery **d, char **err);
 
-/* Waits until every res[i] is done or timeout_ms passes; true when all are done. */
-bool producer_wait(struct producer *p, struct produce_result *res, size_t n, int timeout_ms);
+/* The outcome so far (out->done false while Kafka has not answered). */
+void producer_result(struct producer *p, const struct delivery *d, struct produce_result *out);
+
+/* Waits until every d[i] is answered or timeout_ms passes; true when all are. */
+bool producer_wait(struct producer *p, struct delivery *const *d, size_t n, int timeout_ms);
+
+/* Drops the caller's reference (accepts NULL). */
+void producer_release(struct delivery *d);
+
+/* How long librdkafka may take to answer a message: message.timeout.ms, plus a margin. */
+int producer_answer_bound_ms(const struct producer *p);
 
 /* The text of a delivery error. */
 const char *producer_err_str(int err);

@@ -16,7 +16,7 @@
 #include "replay_auth.h"
 #include "replay_sql.h"
 
-#define DELIVERY_TIMEOUT_MS 30000
+#define RECORD_EVERY_MS 200 /* outcomes are written as their answers arrive, this often */
 
 static int hexval(char c)
 {
@@ -71,9 +71,10 @@ bool replay_mark_dlq_payload(const char *raw, size_t len, int64_t dlq_id, const 
 
 struct item {
     int seq;
-    struct produce_result res;
+    struct delivery *d; /* while queued */
     bool queued;
-    char *error;
+    bool recorded; /* its outcome is written */
+    char *error;   /* refused before it was produced (nothing went to Kafka) */
     char *topic;
 };
 
@@ -161,6 +162,157 @@ static size_t parse_headers(const char *json, size_t len, struct buf *store, siz
     return n;
 }
 
+/* Items whose produce may have been written (no definite answer from Kafka: a timeout in
+ * flight, or the service stopped before the answer) stay pending with an error. Before
+ * they are produced again, the journal is asked: the replay that landed counts as sent,
+ * with its position. What is not there is produced again; should the first copy land
+ * too, the journal keeps one (SQL_JOURNAL_ROWS, `dup`). */
+static bool resolve_unknown(PGconn *c, const char *job, struct replay_outcome *out, char **err)
+{
+    const char *p[] = {job};
+    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS_FOUND, 1, NULL, p, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) {
+        struct buf m = {0};
+        buf_printf(&m, "checking job %s's unanswered items against the journal: %s", job,
+                   PQresultErrorMessage(res));
+        *err = m.data;
+    } else if (PQntuples(res) == 1) {
+        out->sent += atoi(PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* The outcomes to write now: each queued item Kafka has answered (sent, or failed when
+ * Kafka did not write it, or unknown when it may have), each item refused before it was
+ * produced, and (final) each item still unanswered, as unknown. */
+struct outcomes {
+    struct pgarray seqs, statuses, errors, topics, parts, offsets;
+    int n;
+};
+
+static void outcome_add(struct outcomes *o, int seq, const char *status, const char *error,
+                        const char *topic, const struct produce_result *res)
+{
+    pgarray_int(&o->seqs, seq);
+    pgarray_cstr(&o->statuses, status);
+    pgarray_cstr(&o->errors, error);
+    pgarray_cstr(&o->topics, topic);
+    if (res) {
+        pgarray_int(&o->parts, res->partition);
+        pgarray_int(&o->offsets, res->offset);
+    } else {
+        pgarray_str(&o->parts, NULL, 0);
+        pgarray_str(&o->offsets, NULL, 0);
+    }
+    o->n++;
+}
+
+static void outcomes_free(struct outcomes *o)
+{
+    pgarray_free(&o->seqs);
+    pgarray_free(&o->statuses);
+    pgarray_free(&o->errors);
+    pgarray_free(&o->topics);
+    pgarray_free(&o->parts);
+    pgarray_free(&o->offsets);
+}
+
+static void collect(struct producer *prod, struct item *items, int rows, bool final,
+                    struct outcomes *o, struct replay_outcome *out)
+{
+    char why[300];
+    for (int r = 0; r < rows; r++) {
+        struct item *it = &items[r];
+        if (it->recorded) continue;
+        struct produce_result res = {0};
+        if (it->queued) producer_result(prod, it->d, &res);
+        if (it->queued && !res.done && !final) continue;
+        it->recorded = true;
+        if (!it->queued) {
+            outcome_add(o, it->seq, "failed", it->error, it->topic, NULL);
+            out->failed++;
+            snprintf(out->error, sizeof out->error, "%s", it->error ? it->error : "failed");
+        } else if (res.done && !res.err) {
+            outcome_add(o, it->seq, "sent", NULL, it->topic, &res);
+            out->sent++;
+            snprintf(out->topic, sizeof out->topic, "%s", it->topic);
+            out->partition = res.partition;
+            out->offset = res.offset;
+        } else if (res.done && !res.possibly_persisted) {
+            outcome_add(o, it->seq, "failed", producer_err_str(res.err), it->topic, NULL);
+            out->failed++;
+            snprintf(out->error, sizeof out->error, "%s", producer_err_str(res.err));
+        } else {
+            snprintf(why, sizeof why,
+                     "Kafka may have written it (%s): checked against the journal before it "
+                     "is produced again",
+                     res.done ? producer_err_str(res.err) : "no answer yet");
+            outcome_add(o, it->seq, "pending", why, it->topic, NULL);
+            out->unknown++;
+            snprintf(out->error, sizeof out->error, "%.250s", why);
+        }
+    }
+}
+
+static bool write_outcomes(PGconn *c, const char *job, struct outcomes *o, char **err)
+{
+    if (!o->n) return true;
+    const char *p[] = {job,
+                       pgarray_text(&o->seqs),
+                       pgarray_text(&o->statuses),
+                       pgarray_text(&o->errors),
+                       pgarray_text(&o->topics),
+                       pgarray_text(&o->parts),
+                       pgarray_text(&o->offsets)};
+    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS_DONE, 7, NULL, p, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) {
+        struct buf m = {0};
+        buf_printf(&m, "recording the outcome of job %s: %s", job, PQresultErrorMessage(res));
+        *err = m.data;
+    }
+    PQclear(res);
+    outcomes_free(o);
+    memset(o, 0, sizeof *o);
+    return ok;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for Kafka's answers, writing each item's outcome as it arrives (at most
+ * RECORD_EVERY_MS late): a crash then produces again at most what had no answer yet. The
+ * wait ends when all are answered, when the service stops, or once librdkafka's own bound
+ * has passed; what has no answer then is unknown (collect). */
+static bool await_outcomes(PGconn *c, struct replay_env *env, const char *job, struct item *items,
+                           int rows, const atomic_bool *abort, struct replay_outcome *out,
+                           char **err)
+{
+    struct delivery **ds = xcalloc((size_t)rows, sizeof *ds);
+    size_t nq = 0;
+    for (int r = 0; r < rows; r++)
+        if (items[r].queued) ds[nq++] = items[r].d;
+    int64_t deadline = mono_ms() + producer_answer_bound_ms(env->producer);
+    struct outcomes o = {0};
+    bool ok = true, all = false;
+    while (ok && !all) {
+        all = producer_wait(env->producer, ds, nq, RECORD_EVERY_MS);
+        bool final = all || (abort && atomic_load(abort)) || mono_ms() >= deadline;
+        collect(env->producer, items, rows, final, &o, out);
+        ok = write_outcomes(c, job, &o, err);
+        all = all || final;
+    }
+    outcomes_free(&o);
+    free(ds);
+    return ok;
+}
+
 bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
                       const atomic_bool *abort, struct replay_outcome *out, char **err)
 {
@@ -168,6 +320,7 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
     char job[24], lim[16];
     snprintf(job, sizeof job, "%" PRId64, job_id);
     snprintf(lim, sizeof lim, "%d", limit);
+    if (!resolve_unknown(c, job, out, err)) return false;
     const char *params[] = {job, lim, tag};
     PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS, 3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -282,7 +435,7 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         char *perr = NULL;
         it->queued =
             producer_send(env->producer, topic, has_key ? store.data + key_at : NULL, key_len,
-                          body.data ? body.data : "", body.len, hdrs, nh, &it->res, &perr);
+                          body.data ? body.data : "", body.len, hdrs, nh, &it->d, &perr);
         if (!it->queued) it->error = perr;
         free(hdrs);
     }
@@ -290,83 +443,16 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
     buf_free(&body);
     buf_free(&store);
 
-    /* wait for Kafka's answer to everything queued; when stopping, what has no answer yet
-     * stays pending, to be produced again on resume (the journal keeps one copy) */
-    bool aborted = false;
-    for (int r = 0; r < rows; r++) {
-        if (!items[r].queued) continue;
-        int waited = 0;
-        while (!producer_wait(env->producer, &items[r].res, 1, 200)) {
-            waited += 200;
-            if (abort && atomic_load(abort)) {
-                aborted = true;
-                break;
-            }
-            if (waited >= DELIVERY_TIMEOUT_MS) break;
-        }
-        if (aborted) break;
-        if (!items[r].res.done)
-            items[r].error = xstrdup("no answer from Kafka in time");
-        else if (items[r].res.err)
-            items[r].error = xstrdup(producer_err_str(items[r].res.err));
-    }
-
-    struct pgarray seqs = {0}, statuses = {0}, errors = {0}, topics = {0}, parts = {0},
-                   offsets = {0};
-    for (int r = 0; r < rows; r++) {
-        struct item *it = &items[r];
-        if (aborted && it->queued && !it->res.done) continue; /* left pending */
-        bool ok = it->queued && it->res.done && !it->error;
-        pgarray_int(&seqs, it->seq);
-        pgarray_cstr(&statuses, ok ? "sent" : "failed");
-        pgarray_cstr(&errors, ok ? NULL : it->error);
-        pgarray_cstr(&topics, it->topic);
-        if (ok) {
-            pgarray_int(&parts, it->res.partition);
-            pgarray_int(&offsets, it->res.offset);
-            out->sent++;
-            snprintf(out->topic, sizeof out->topic, "%s", it->topic);
-            out->partition = it->res.partition;
-            out->offset = it->res.offset;
-        } else {
-            pgarray_str(&parts, NULL, 0);
-            pgarray_str(&offsets, NULL, 0);
-            out->failed++;
-            snprintf(out->error, sizeof out->error, "%s", it->error ? it->error : "failed");
-        }
-    }
+    bool ok = await_outcomes(c, env, job, items, rows, abort, out, err);
     metrics_replay(tag, "ok", (uint64_t)out->sent);
     metrics_replay(tag, "failed", (uint64_t)out->failed);
-    const char *p2[] = {job,
-                        pgarray_text(&seqs),
-                        pgarray_text(&statuses),
-                        pgarray_text(&errors),
-                        pgarray_text(&topics),
-                        pgarray_text(&parts),
-                        pgarray_text(&offsets)};
-    res = PQexecParams(c, SQL_REPLAY_ITEMS_DONE, 7, NULL, p2, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok) {
-        struct buf m = {0};
-        buf_printf(&m, "recording the outcome of job %s: %s", job, PQresultErrorMessage(res));
-        *err = m.data;
-    }
-    PQclear(res);
-    pgarray_free(&seqs);
-    pgarray_free(&statuses);
-    pgarray_free(&errors);
-    pgarray_free(&topics);
-    pgarray_free(&parts);
-    pgarray_free(&offsets);
+    metrics_replay(tag, "unknown", (uint64_t)out->unknown);
     for (int r = 0; r < rows; r++) {
+        producer_release(items[r].d);
         free(items[r].error);
         free(items[r].topic);
     }
-    /* every queued message must be answered before its result slot is freed */
-    if (aborted)
-        for (int r = 0; r < rows; r++)
-            if (items[r].queued) producer_wait(env->producer, &items[r].res, 1, 60000);
     free(items);
-    out->nothing_pending = rows < limit && !aborted;
+    out->nothing_pending = ok && rows < limit && !out->unknown;
     return ok;
 }

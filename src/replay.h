@@ -23,6 +23,7 @@ struct replay_env {
 
 struct replay_outcome {
     int sent, failed;     /* in this chunk */
+    int unknown;          /* Kafka may have written them: left pending, checked later */
     bool nothing_pending; /* the job has no pending item left */
     /* the last item sent, for the synchronous answers */
     char topic[256];
@@ -32,8 +33,11 @@ struct replay_outcome {
 };
 
 /* Produces up to `limit` pending items of job_id (in seq order), waits for Kafka's
- * acknowledgements, and records each outcome. False (and *err) when PostgreSQL failed;
- * items whose produce failed are recorded as failed, not retried. */
+ * acknowledgements, and records each outcome as it arrives. False (and *err) when
+ * PostgreSQL failed. An item Kafka did not write is failed (not retried); one it may have
+ * written (no definite answer) stays pending and is checked against the journal at the
+ * next chunk before it is produced again: an item counted sent has one journal row, one
+ * counted failed has none. */
 bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
                       const atomic_bool *abort, struct replay_outcome *out, char **err);
 

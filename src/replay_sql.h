@@ -60,6 +60,25 @@
     "  heartbeat_at = now()"                                                                       \
     " WHERE id = $1::bigint RETURNING succeeded, failed, total, status"
 
+/* The items of job $1 that Kafka may have written (pending with an error, replay.c
+ * resolve_unknown) and that the journal holds: counted sent, with the journal row's
+ * position. Returns how many. Only verified replays carry a job id (replay_auth.h). */
+#define SQL_REPLAY_ITEMS_FOUND                                                                     \
+    "WITH f AS (SELECT i.seq, j.topic, j.kafka_partition, j.kafka_offset"                          \
+    "  FROM replay_job_items i CROSS JOIN LATERAL (SELECT j.topic, j.kafka_partition,"             \
+    "   j.kafka_offset FROM event_journal j WHERE j.replay_job_id = i.job_id"                      \
+    "   AND (j.replayed_from_event_id = i.event_id OR j.replayed_from_dlq_id = i.dlq_id)"          \
+    "   LIMIT 1) j"                                                                                \
+    "  WHERE i.job_id = $1::bigint AND i.status = 'pending' AND i.error IS NOT NULL),"             \
+    " upd AS (UPDATE replay_job_items i SET status = 'sent', error = NULL,"                        \
+    "  kafka_topic = f.topic, kafka_partition = f.kafka_partition,"                                \
+    "  kafka_offset = f.kafka_offset, sent_at = now()"                                             \
+    "  FROM f WHERE i.job_id = $1::bigint AND i.seq = f.seq AND i.status = 'pending'"              \
+    "  RETURNING 1),"                                                                              \
+    " job AS (UPDATE replay_jobs SET succeeded = succeeded + (SELECT count(*) FROM upd)"           \
+    "  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM upd) RETURNING 1)"                          \
+    " SELECT count(*) FROM upd"
+
 /* Before DLQ entries are produced again: $1 ids. Marked first, so that a retry that comes
  * back and fails before the producer's acknowledgement is recorded puts the entry back
  * to pending rather than the other way round. */

@@ -18,12 +18,15 @@
 #define CHUNK_MAX 5000
 #define IDLE_WAIT_MS 1000
 
-/* jobs the worker may run (single replays are run by their HTTP request) */
+/* jobs the worker may run (single replays are run by their HTTP request, unless Kafka's
+ * answer did not come: then the worker settles the item, replay.c resolve_unknown) */
 /* clang-format off */
 #define SQL_WORKER_JOBS \
     "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)" \
-    " FROM replay_jobs WHERE status IN ('pending', 'running') AND kind <> 'single'" \
-    " AND NOT coalesce((params->>'sync')::bool, false)" \
+    " FROM replay_jobs WHERE status IN ('pending', 'running')" \
+    " AND ((kind <> 'single' AND NOT coalesce((params->>'sync')::bool, false))" \
+    "  OR EXISTS (SELECT 1 FROM replay_job_items i WHERE i.job_id = replay_jobs.id" \
+    "   AND i.status = 'pending' AND i.error IS NOT NULL))" \
     " AND coalesce((params->>'not_before')::float8, 0) <= extract(epoch FROM now())" \
     " ORDER BY id LIMIT 20"
 /* clang-format on */
@@ -34,6 +37,8 @@
     " claimed_by = $2, heartbeat_at = now() WHERE id = $1::bigint"                                 \
     " AND status IN ('pending', 'running') RETURNING succeeded, failed, total"
 #define SQL_WORKER_STATUS "SELECT status FROM replay_jobs WHERE id = $1::bigint"
+
+#define UNKNOWN_BACKOFF_MS 1000
 
 static pthread_t thread;
 static bool started;
@@ -121,6 +126,11 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
         health_progress(HEALTH_REPLAY_WORKER);
         if (out.failed)
             log_warn("replay job %s: %d event(s) failed: %s", id, out.failed, out.error);
+        if (out.unknown) {
+            log_warn("replay job %s: %d event(s) without a definite answer from Kafka (%s)", id,
+                     out.unknown, out.error);
+            if (!out.sent) wait_ms(UNKNOWN_BACKOFF_MS); /* Kafka is in trouble: not a busy loop */
+        }
         if (out.nothing_pending) {
             PGresult *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
             if (f && PQntuples(f)) {

@@ -8,12 +8,13 @@ Built on harness.py only; it changes nothing there."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections import Counter
 from typing import Any, Sequence
 
 import requests
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import harness
 from harness import query, query_dicts, scalar
@@ -195,11 +196,23 @@ def _probe_consumer(kafka: harness.KafkaBroker, group: str | None = None) -> Con
 
 
 def end_offsets(kafka: harness.KafkaBroker, topic: str, partitions: int = 4) -> dict[int, int]:
+    """The end offset of each partition; a broker that is just back (not leader yet) is
+    asked again, for up to a minute."""
     c = _probe_consumer(kafka)
+    deadline = time.monotonic() + harness.scaled(60)
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p),
-                                           timeout=harness.scaled(30))[1]
-                for p in range(partitions)}
+        while True:
+            try:
+                return {p: c.get_watermark_offsets(TopicPartition(topic, p),
+                                                   timeout=harness.scaled(30))[1]
+                        for p in range(partitions)}
+            except KafkaException as e:
+                err = e.args[0]
+                retry = err.retriable() or err.code() in (KafkaError.NOT_LEADER_FOR_PARTITION,
+                                                          KafkaError.LEADER_NOT_AVAILABLE)
+                if not retry or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 

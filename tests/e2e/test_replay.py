@@ -9,6 +9,7 @@ until the consumer group has committed every record of the topic, never by sleep
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import timedelta
 
@@ -376,6 +377,58 @@ def test_range_job_resumes_after_kill_9_without_duplicates(kafka, db, topic, sin
                      "r.replayed_from_event_id = o.id)") == 0
     assert len(_rows_of_job(db, job_id)) == total
     assert count(db, DLQ_COUNT) == 0
+    assert s.terminate() == 0
+
+
+def test_replay_counts_equal_the_journal_when_kafka_answers_late(kafka, db, topic, sink):
+    """Produce requests that get their answer after message.timeout.ms (the broker frozen
+    with SIGSTOP while they are on the wire): librdkafka reports them as timed out, yet the
+    broker writes them once it runs again. An item counted succeeded has exactly one
+    journal row, one counted failed has none."""
+    total = 400
+    s, api, _ = _start(sink, kafka, db, topic, list(event_stream(total, seed=91)),
+                       overrides={"kafka": {"properties": {"message.timeout.ms": "3000"}}})
+    ids = [r[0] for r in query(db, "SELECT id FROM event_journal ORDER BY id")]
+    # the producer knows the topic's leader already: its requests go out at once
+    ok_json(api.post(f"/replay/{ids[0]}"), 202)
+    ids = ids[1:]
+    total -= 1
+    kafka.freeze()
+    try:
+        body = ok_json(api.post("/replay/batch", json={"ids": ids}), 202)
+        job_id = body["job_id"]
+        # the service has seen the timeouts of produces that were on the wire
+        harness.wait_for(lambda: (metric(scrape(s), "eventsink_replays_total",
+                                         source="operator_api", result="unknown") or 0) > 0,
+                         harness.scaled(60), what="replays without a definite answer")
+    finally:
+        kafka.thaw()
+    job = wait_job(api, job_id, timeout=300, sinks=[s])
+    assert job["succeeded"] + job["failed"] == total, job
+    wait_caught_up(kafka, sink.group_id, [topic], timeout=300, sinks=[s])
+    items = query_dicts(db, "SELECT i.seq, i.status, i.event_id, count(j.id) AS rows "
+                            "FROM replay_job_items i LEFT JOIN event_journal j "
+                            "ON j.replay_job_id = i.job_id AND j.replayed_from_event_id = i.event_id "
+                            "WHERE i.job_id = %s GROUP BY 1, 2, 3", (job_id,))
+    wrong = [i for i in items if (i["status"], i["rows"]) not in (("sent", 1), ("failed", 0))]
+    assert not wrong, f"{len(wrong)} items disagree with the journal, e.g. {wrong[:3]}"
+    assert sum(i["status"] == "sent" for i in items) == job["succeeded"]
+    assert count(db, f"SELECT count(*) FROM event_journal WHERE replay_job_id = {job_id}") == \
+        job["succeeded"]
+
+    # a synchronous replay without Kafka's answer: 503, and its job settles it by itself
+    kafka.freeze()
+    try:
+        r = api.post(f"/replay/{ids[0]}")
+    finally:
+        kafka.thaw()
+    err = error_json(r, 503)
+    assert err["error"] == "kafka_unavailable" and "settles it by itself" in err["message"], err
+    single = int(re.search(r"job (\d+)", err["message"]).group(1))
+    job = wait_job(api, single, timeout=300, sinks=[s])
+    wait_caught_up(kafka, sink.group_id, [topic], timeout=300, sinks=[s])
+    rows = count(db, f"SELECT count(*) FROM event_journal WHERE replay_job_id = {single}")
+    assert (job["status"], job["succeeded"], job["failed"], rows) == ("done", 1, 0, 1), (job, rows)
     assert s.terminate() == 0
 
 
