@@ -3,8 +3,16 @@
 #ifndef EVENTSINK_DB_SQL_H
 #define EVENTSINK_DB_SQL_H
 
-/* Advisory lock key for migrations: "eventsink" folded into 63 bits. */
+/* Advisory locks. PostgreSQL keeps two key spaces that never overlap: one bigint key, or
+ * two int keys. Migrations alone use the one-key form ("eventsink" folded into 63 bits,
+ * the key every version of eventsink takes), every other lock the two-key form with a
+ * class of its own as the first key, so that locks of different purposes cannot collide
+ * whatever their ids. */
 #define SQL_MIGRATION_LOCK_KEY "7310575219485843001"
+#define SQL_LOCK_CLASS_REPLAY_JOB "1702061569"  /* a replay job claimed by a worker */
+#define SQL_LOCK_CLASS_IDEMPOTENCY "1702061570" /* one Idempotency-Key at a time */
+/* an id (bigint) as the second key: its low 32 bits, as a signed int */
+#define SQL_LOCK_ID(x) "(((" x ") & 4294967295) - 2147483648)::int"
 
 #define SQL_MIGRATIONS_TABLE                                                                       \
     "CREATE TABLE IF NOT EXISTS schema_migrations ("                                               \

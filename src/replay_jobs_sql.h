@@ -2,6 +2,8 @@
 #ifndef EVENTSINK_REPLAY_JOBS_SQL_H
 #define EVENTSINK_REPLAY_JOBS_SQL_H
 
+#include "db_sql.h"
+
 /* A token's tenant scope ($N text[] or NULL) as a condition on a row's tenant_id. */
 #define SCOPE(n, col) "($" n "::text[] IS NULL OR " col " = ANY($" n "::text[]))"
 
@@ -126,9 +128,9 @@
     " VALUES ($1, $2, $3::int, $4, $5) ON CONFLICT DO NOTHING"
 /* clang-format on */
 #define SQL_IDEM_LOCK                                                                              \
-    "SELECT pg_advisory_lock(hashtextextended($1 || '/' || $2, 7310575219485843002))"
+    "SELECT pg_advisory_lock(" SQL_LOCK_CLASS_IDEMPOTENCY ", hashtext($1 || '/' || $2))"
 #define SQL_IDEM_UNLOCK                                                                            \
-    "SELECT pg_advisory_unlock(hashtextextended($1 || '/' || $2, 7310575219485843002))"
+    "SELECT pg_advisory_unlock(" SQL_LOCK_CLASS_IDEMPOTENCY ", hashtext($1 || '/' || $2))"
 
 /* Records a webhook's signature ($1) in the transaction of its job: no row back when
  * another request used it first (the insert waits for that one to commit). */

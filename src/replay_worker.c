@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "db_sql.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,8 +31,10 @@
     " AND coalesce((params->>'not_before')::float8, 0) <= extract(epoch FROM now())" \
     " ORDER BY id LIMIT 20"
 /* clang-format on */
-#define SQL_WORKER_CLAIM "SELECT pg_try_advisory_lock(7310575219485843003 # $1::bigint)"
-#define SQL_WORKER_UNCLAIM "SELECT pg_advisory_unlock(7310575219485843003 # $1::bigint)"
+#define SQL_WORKER_CLAIM                                                                           \
+    "SELECT pg_try_advisory_lock(" SQL_LOCK_CLASS_REPLAY_JOB ", " SQL_LOCK_ID("$1::bigint") ")"
+#define SQL_WORKER_UNCLAIM                                                                         \
+    "SELECT pg_advisory_unlock(" SQL_LOCK_CLASS_REPLAY_JOB ", " SQL_LOCK_ID("$1::bigint") ")"
 #define SQL_WORKER_START                                                                           \
     "UPDATE replay_jobs SET status = 'running', started_at = coalesce(started_at, now()),"         \
     " claimed_by = $2, heartbeat_at = now() WHERE id = $1::bigint"                                 \

@@ -346,6 +346,25 @@ def test_cancel_stops_a_slow_job_for_good(kafka, db, topic, sink):
     assert j["status"] == "cancelled" and j["succeeded"] == final["succeeded"]
 
 
+def test_migrate_and_a_second_start_while_job_2_runs(kafka, db, topic, sink):
+    """A running job's claim lock and the migration lock are different locks whatever the
+    job id (job 2's claim once equalled the migration lock)."""
+    s, api, _ = _start(sink, kafka, db, topic, list(event_stream(50, seed=77)))
+    ids = [r[0] for r in query(db, "SELECT id FROM event_journal ORDER BY id")]
+    first = ok_json(api.post("/replay/batch", json={"ids": ids[:1]}), 202)
+    wait_job(api, first["job_id"], sinks=[s])
+    body = ok_json(api.post("/replay/batch", json={"ids": ids, "rate_per_s": 1}), 202)
+    assert body["job_id"] == 2, body
+    wait_job_progress(api, 2, 1, sinks=[s])
+    r = run_cli("migrate", "-c", str(s.config_path), timeout=30)
+    assert r.returncode == 0, r.stderr
+    s2 = sink(topics=[topic], dsn=db)  # its start-up migrates too: it starts
+    assert job_row(db, 2)["status"] == "running"
+    ok_json(api.post("/replay/jobs/2/cancel"))
+    assert s2.terminate() == 0
+    assert s.terminate() == 0
+
+
 def test_range_job_resumes_after_kill_9_without_duplicates(kafka, db, topic, sink):
     total = 20_000
     s, api, _ = _start(sink, kafka, db, topic, list(event_stream(total, seed=75)),
