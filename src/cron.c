@@ -29,15 +29,18 @@ static int value(const char **p, const char *const *names, int nnames, int name_
     return -1;
 }
 
-/* One field into a bit set; lo..hi is the allowed range. */
+/* One field into a bit set; lo..hi is the allowed range. As in Vixie cron (entry.c), the field
+ * counts as a star (unrestricted, for the day-of-month/day-of-week rule) when its first
+ * character is '*', steps included; a step follows only '*' or a range ("5/15" is refused). */
 static bool field(const char *s, int lo, int hi, const char *const *names, int nnames,
                   int name_base, uint64_t *bits, bool *star, const char **err)
 {
     *bits = 0;
-    *star = strcmp(s, "*") == 0;
+    *star = s[0] == '*';
     const char *p = s;
     for (;;) {
         int a, b, step = 1;
+        bool range = true;
         if (*p == '*') {
             p++;
             a = lo;
@@ -46,7 +49,8 @@ static bool field(const char *s, int lo, int hi, const char *const *names, int n
             a = value(&p, names, nnames, name_base);
             if (a < 0) goto bad;
             b = a;
-            if (*p == '-') {
+            range = *p == '-';
+            if (range) {
                 p++;
                 b = value(&p, names, nnames, name_base);
                 if (b < 0) goto bad;
@@ -55,8 +59,7 @@ static bool field(const char *s, int lo, int hi, const char *const *names, int n
         if (*p == '/') {
             p++;
             step = value(&p, NULL, 0, 0);
-            if (step <= 0) goto bad;
-            if (a == b && s[0] != '*') b = hi; /* "5/15" means 5-hi/15 */
+            if (step <= 0 || !range) goto bad;
         }
         if (a < lo || b > hi || a > b) {
             *err = "a value is out of range";
@@ -72,7 +75,8 @@ static bool field(const char *s, int lo, int hi, const char *const *names, int n
         goto bad;
     }
 bad:
-    *err = "a field is not a number, name, range, list or step";
+    *err = "a field is not a number, name, range, list or step (a step follows * or a range: "
+           "5-59/15, not 5/15)";
     return false;
 }
 

@@ -1,7 +1,9 @@
-/* Standard 5-field cron expressions: minute hour day-of-month month day-of-week.
- * Each field: *, a number, a range a-b, a list a,b,c, and steps "every n" (star-slash-n) or a-b/n;
- * months and days of week also by name (jan..dec, sun..sat; 0 and 7 are Sunday). As in cron, when
- * both day fields are restricted a day matches if either does. */
+/* Standard 5-field cron expressions, read as Vixie cron / cronie read them: minute hour
+ * day-of-month month day-of-week. Each field: *, a number, a range a-b, a list a,b,c, and steps
+ * of * or of a range (star-slash-n, a-b/n; not n/m); months and days of week also by name
+ * (jan..dec, sun..sat; 0 and 7 are Sunday). A day field starting with '*' (star-slash-n too) is
+ * unrestricted: then a day must match the other day field; when both are restricted a day
+ * matches if either does. */
 #ifndef EVENTSINK_CRON_H
 #define EVENTSINK_CRON_H
 
@@ -12,10 +14,10 @@
 struct cron {
     uint64_t minute; /* bit n: minute n */
     uint32_t hour;
-    uint32_t mday;  /* bits 1..31 */
-    uint16_t month; /* bits 1..12 */
-    uint8_t wday;   /* bits 0..6 */
-    bool mday_star, wday_star;
+    uint32_t mday;             /* bits 1..31 */
+    uint16_t month;            /* bits 1..12 */
+    uint8_t wday;              /* bits 0..6 */
+    bool mday_star, wday_star; /* the field starts with '*' */
 };
 
 /* False (with *err, static text) when expr is not a valid expression. */

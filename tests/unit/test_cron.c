@@ -46,6 +46,10 @@ static void test_parse_errors(void **state)
                          "a * * * *",
                          "* * * foo *",
                          "1,,2 * * * *",
+                         "5/15 * * * *", /* cronie: a step needs * or a range before it */
+                         "* * 1/2 * *",
+                         "* * * * monday",
+                         "* * * * sat-sun",
                          NULL};
     for (const char **b = bad; *b; b++) {
         struct cron c;
@@ -78,6 +82,44 @@ static void test_matching(void **state)
     assert_false(matches("0 0 1 * mon", 2026, 12, 2, 0, 0));
 }
 
+/* Vixie cron: a day field is unrestricted ("star") when it starts with '*', so a step of a
+ * star (star-slash-n) keeps the other day field's rule alone (AND); only two restricted fields are
+ * ORed. */
+static void test_day_fields_vixie(void **state)
+{
+    (void)state;
+    /* 2026-11-23 and 2026-11-30 are Mondays; 2026-12-01 is a Tuesday */
+    assert_true(matches("0 0 */2 * mon", 2026, 11, 23, 0, 0));  /* odd day and Monday */
+    assert_false(matches("0 0 */2 * mon", 2026, 11, 30, 0, 0)); /* Monday, even day */
+    assert_false(matches("0 0 */2 * mon", 2026, 12, 1, 0, 0));  /* odd day, Tuesday */
+    assert_false(matches("0 0 */2 * mon", 2026, 12, 3, 0, 0));
+    /* a day-of-week step of a star is 0,2,4,6 and still a star: only the 1st of the month counts */
+    assert_true(matches("0 0 1 * */2", 2026, 12, 1, 0, 0));   /* Tuesday (2) */
+    assert_true(matches("0 0 1 * */2", 2026, 11, 1, 0, 0));   /* Sunday (0) */
+    assert_false(matches("0 0 1 * */2", 2027, 1, 1, 0, 0));   /* Friday (5) */
+    assert_false(matches("0 0 1 * */2", 2026, 12, 3, 0, 0));  /* Thursday (4), the 3rd */
+    assert_false(matches("0 0 1 * */2", 2026, 12, 13, 0, 0)); /* Sunday, the 13th */
+    /* both restricted (a range and a list are restrictions): either */
+    assert_true(matches("0 0 1-7 * mon", 2026, 12, 2, 0, 0));
+    assert_true(matches("0 0 1-7 * mon", 2026, 12, 14, 0, 0));
+    assert_false(matches("0 0 1-7 * mon", 2026, 12, 15, 0, 0));
+    assert_true(matches("0 0 13 * 5", 2026, 11, 13, 0, 0)); /* the 13th (a Friday) */
+    assert_true(matches("0 0 13 * 5", 2026, 11, 20, 0, 0)); /* any Friday */
+    assert_true(matches("0 0 13 * 5", 2026, 12, 13, 0, 0)); /* any 13th */
+    /* day-of-month 1-31 written out is a restriction, unlike * */
+    assert_true(matches("0 0 1-31 * mon", 2026, 12, 2, 0, 0));
+    assert_false(matches("0 0 * * mon", 2026, 12, 2, 0, 0));
+    /* 7 is Sunday also inside ranges and steps; names ignore case */
+    assert_true(matches("0 0 * * 5-7", 2026, 11, 29, 0, 0));
+    assert_true(matches("0 0 * * 1-7/2", 2026, 11, 29, 0, 0));
+    assert_false(matches("0 0 * * 1-7/2", 2026, 12, 1, 0, 0));
+    assert_true(matches("0 0 * * MON-Fri", 2026, 11, 30, 0, 0));
+    assert_true(matches("0 0 * Nov-dec/1 *", 2026, 11, 30, 0, 0));
+    /* an oversized step leaves the start of its range, as cronie does */
+    assert_true(matches("*/90 * * * *", 2026, 11, 30, 5, 0));
+    assert_false(matches("*/90 * * * *", 2026, 11, 30, 5, 30));
+}
+
 static void test_latest(void **state)
 {
     (void)state;
@@ -101,6 +143,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_matching),
+        cmocka_unit_test(test_day_fields_vixie),
         cmocka_unit_test(test_latest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
