@@ -104,10 +104,11 @@ bool cron_parse(const char *expr, struct cron *out, const char **err)
     memset(out, 0, sizeof *out);
     uint64_t b;
     bool star;
-    if (!field(f[0], 0, 59, NULL, 0, 0, &b, &star, err)) return false;
+    if (!field(f[0], 0, 59, NULL, 0, 0, &b, &out->wild, err)) return false;
     out->minute = b;
     if (!field(f[1], 0, 23, NULL, 0, 0, &b, &star, err)) return false;
     out->hour = (uint32_t)b;
+    out->wild = out->wild || star;
     if (!field(f[2], 1, 31, NULL, 0, 0, &b, &out->mday_star, err)) return false;
     out->mday = (uint32_t)b;
     if (!field(f[3], 1, 12, months, 12, 1, &b, &star, err)) return false;
@@ -129,14 +130,65 @@ bool cron_matches(const struct cron *c, const struct tm *tm)
     return md || wd;
 }
 
+/* The longest stretch of repeated local time when the clocks go back, and the assumption that
+ * a zone changes its offset at most once within it. */
+#define REPEAT_MAX (3 * 3600)
+
+static long utc_offset(time_t t)
+{
+    struct tm tm;
+    localtime_r(&t, &tm);
+    return tm.tm_gmtoff;
+}
+
+/* Does local wall-clock time wall (seconds, as if the zone were UTC) match? */
+static bool wall_matches(const struct cron *c, time_t wall)
+{
+    struct tm tm;
+    gmtime_r(&wall, &tm);
+    return cron_matches(c, &tm);
+}
+
+/* Was the local time of t (offset off) shown before, by the hour the clocks went back? That
+ * is: an earlier t - back had the offset off + back. */
+static bool repeated(time_t t, long off)
+{
+    long back = utc_offset(t - REPEAT_MAX) - off;
+    return back > 0 && utc_offset(t - back) == off + back;
+}
+
+/* Does a local minute the clocks skipped just before t match? off_before is the offset of the
+ * minute before t; the skipped local minutes lie between its local time and t's. */
+static bool skipped_matches(const struct cron *c, time_t t, long off, long off_before)
+{
+    for (long s = 60; s <= off - off_before; s += 60)
+        if (wall_matches(c, t + off - s)) return true;
+    return false;
+}
+
+/* cron_due, given the local time of t and the offset of the minute before. */
+static bool due(const struct cron *c, time_t t, const struct tm *tm, long off_before)
+{
+    if (cron_matches(c, tm)) return c->wild || !repeated(t, tm->tm_gmtoff);
+    return !c->wild && skipped_matches(c, t, tm->tm_gmtoff, off_before);
+}
+
+bool cron_due(const struct cron *c, time_t t)
+{
+    struct tm tm;
+    localtime_r(&t, &tm);
+    return due(c, t, &tm, utc_offset(t - 60));
+}
+
 time_t cron_latest(const struct cron *c, time_t t, int max_days)
 {
     t -= t % 60;
-    for (long i = 0; i <= (long)max_days * 24 * 60; i++) {
+    struct tm tm, before;
+    localtime_r(&t, &tm);
+    for (long i = 0; i <= (long)max_days * 24 * 60; i++, tm = before) {
         time_t m = t - i * 60;
-        struct tm tm;
-        localtime_r(&m, &tm);
-        if (cron_matches(c, &tm)) return m;
+        localtime_r(&(time_t){m - 60}, &before);
+        if (due(c, m, &tm, before.tm_gmtoff)) return m;
     }
     return 0;
 }

@@ -18,6 +18,7 @@ struct cron {
     uint16_t month;            /* bits 1..12 */
     uint8_t wday;              /* bits 0..6 */
     bool mday_star, wday_star; /* the field starts with '*' */
+    bool wild;                 /* the minute or the hour field starts with '*' */
 };
 
 /* False (with *err, static text) when expr is not a valid expression. */
@@ -26,8 +27,15 @@ bool cron_parse(const char *expr, struct cron *out, const char **err);
 /* Does the minute of tm (local time) match? */
 bool cron_matches(const struct cron *c, const struct tm *tm);
 
-/* The latest minute at or before t (local time) that matches, looking back at most
- * max_days; 0 when there is none. */
+/* Is the minute starting at t (unix seconds, a multiple of 60) a tick in local time (TZ)?
+ * Where the UTC offset changes (daylight saving time) this follows cronie: a "wild" schedule
+ * keeps to real time, ticking at each minute whose local time matches; a fixed-time one
+ * (minute and hour without '*') ticks once for the local minutes the clocks skip, at the first
+ * minute after them, and does not tick again for local minutes the clocks repeat. */
+bool cron_due(const struct cron *c, time_t t);
+
+/* The latest tick (cron_due) at or before t, looking back at most max_days; 0 when there is
+ * none. */
 time_t cron_latest(const struct cron *c, time_t t, int max_days);
 
 #endif

@@ -295,6 +295,16 @@ rollback:
     exec(c, "ROLLBACK");
 }
 
+/* The latest tick of c after the minute already looked at and up to minute, else keep: a
+ * slow round of the loop loses no tick (the one run after a daylight-saving skip included). */
+static time_t latest_tick(const struct cron *c, time_t after, time_t minute, time_t keep)
+{
+    if (after < minute - LOOKBACK_DAYS * 86400L) after = minute - LOOKBACK_DAYS * 86400L;
+    for (time_t t = minute; t > after; t -= 60)
+        if (cron_due(c, t)) return t;
+    return keep;
+}
+
 static void run_schedules(PGconn *c)
 {
     size_t n;
@@ -314,14 +324,10 @@ static void run_schedules(PGconn *c)
     time_t now = time(NULL);
     time_t minute = now - now % 60;
     if (minute != computed_minute) {
-        for (size_t i = 0; i < nschedules; i++) {
-            struct tm tm;
-            localtime_r(&minute, &tm);
-            if (computed_minute && cron_matches(&schedules[i].cron, &tm))
-                latest[i] = minute;
-            else if (!computed_minute)
-                latest[i] = cron_latest(&schedules[i].cron, now, LOOKBACK_DAYS);
-        }
+        for (size_t i = 0; i < nschedules; i++)
+            latest[i] = computed_minute
+                            ? latest_tick(&schedules[i].cron, computed_minute, minute, latest[i])
+                            : cron_latest(&schedules[i].cron, now, LOOKBACK_DAYS);
         computed_minute = minute;
     }
     for (size_t i = 0; i < nschedules && !atomic_load(&stopping); i++)
