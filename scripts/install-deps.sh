@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev liblua5.4-dev lua5.4 lua-cjson libmicrohttpd-dev libpq-dev libssl-dev
   postgresql postgresql-client
   libcmocka-dev
-  kcat curl jq python3 python3-venv openssl wrk
+  kcat curl jq python3 python3-venv openssl wrk tzdata
   clang libclang-rt-14-dev valgrind
   prometheus chromium
   default-jre-headless maven
