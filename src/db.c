@@ -23,8 +23,22 @@ struct db {
 
 static bool exec_ok(struct db *db, const char *sql, char **err);
 
+/* The SQLSTATE of the last error pg_error() described on this thread: a batch write that
+ * failed tells a conflict between transactions from an outage by it. */
+static _Thread_local char last_state[6];
+
+/* A conflict with another transaction, not an outage: the same write may succeed at once. */
+static bool conflict_state(const char *state)
+{
+    return strcmp(state, "40P01") == 0     /* deadlock_detected */
+           || strcmp(state, "40001") == 0  /* serialization_failure */
+           || strcmp(state, "55P03") == 0; /* lock_not_available (lock_timeout) */
+}
+
 static char *pg_error(PGconn *conn, PGresult *res, const char *what)
 {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(last_state, sizeof last_state, "%s", state ? state : "");
     struct buf m = {0};
     const char *e = res ? PQresultErrorMessage(res) : NULL;
     if (!e || !*e) e = PQerrorMessage(conn);
@@ -40,11 +54,25 @@ static void notice_quiet(void *arg, const PGresult *res)
     (void)res; /* NOTICEs (e.g. "relation already exists, skipping") are not operator news */
 }
 
-struct db *db_connect(const char *dsn, const char *application_name, char **err)
+PGconn *db_open(const char *dsn, const char *application_name, int statement_timeout_ms, char **err)
 {
+    char options[160];
+    snprintf(options, sizeof options,
+             "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d"
+             " -c TimeZone=UTC",
+             statement_timeout_ms, DB_LOCK_TIMEOUT_MS, DB_IDLE_IN_TX_TIMEOUT_MS);
     /* the DSN comes last so that what the operator wrote wins over these defaults */
-    const char *keys[] = {"application_name", "connect_timeout", "keepalives_idle", "dbname", NULL};
-    const char *vals[] = {application_name, "5", "30", dsn, NULL};
+    const char *keys[] = {"application_name",
+                          "connect_timeout",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "options",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {application_name, "5", "1", "10", "5", "3", "30000", options, dsn, NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
         if (err) *err = pg_error(conn, NULL, "cannot connect to PostgreSQL");
@@ -52,9 +80,32 @@ struct db *db_connect(const char *dsn, const char *application_name, char **err)
         return NULL;
     }
     PQsetNoticeReceiver(conn, notice_quiet, NULL);
+    return conn;
+}
+
+bool db_cancel(PGconn *conn)
+{
+    PGcancel *c = conn ? PQgetCancel(conn) : NULL;
+    if (!c) return false;
+    char why[256];
+    bool ok = PQcancel(c, why, sizeof why) == 1;
+    if (!ok) log_warn("PostgreSQL: cannot cancel the statement in progress: %s", why);
+    PQfreeCancel(c);
+    return ok;
+}
+
+struct db *db_connect(const char *dsn, const char *application_name, char **err)
+{
+    PGconn *conn = db_open(dsn, application_name, DB_STATEMENT_TIMEOUT_MS, err);
+    if (!conn) return NULL;
     struct db *db = xcalloc(1, sizeof *db);
     db->conn = conn;
     return db;
+}
+
+void db_cancel_write(struct db *db)
+{
+    if (db) db_cancel(db->conn);
 }
 
 void db_close(struct db *db)
@@ -157,6 +208,8 @@ bool db_migrate(struct db *db, int *applied, char **err)
 {
     int count = 0;
     bool ok = false;
+    /* another instance's migration may take long: wait for it (only here) */
+    if (!exec_ok(db, "SET lock_timeout = 0", err)) return false;
     if (!exec_ok(db, SQL_MIGRATION_LOCK, err)) return false;
     if (!exec_ok(db, SQL_MIGRATIONS_TABLE, err)) goto out;
 
@@ -174,7 +227,8 @@ bool db_migrate(struct db *db, int *applied, char **err)
             done = atoi(PQgetvalue(res, i, 0)) == version;
         if (done) continue;
         log_info("applying migration %s", a->name);
-        if (!exec_ok(db, "BEGIN", err)) {
+        /* a migration may rewrite or index a large table: no statement limit for it */
+        if (!exec_ok(db, "BEGIN", err) || !exec_ok(db, "SET LOCAL statement_timeout = 0", err)) {
             PQclear(res);
             goto out;
         }
@@ -208,6 +262,7 @@ bool db_migrate(struct db *db, int *applied, char **err)
     ok = true;
 out:
     exec_ok(db, SQL_MIGRATION_UNLOCK, NULL);
+    exec_ok(db, "RESET lock_timeout", NULL);
     if (applied) *applied = count;
     return ok;
 }
@@ -230,7 +285,10 @@ static bool prepare(struct db *db, char **err)
         bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok) *err = pg_error(db->conn, res, stmts[i].name);
         PQclear(res);
-        if (!ok) return false;
+        if (!ok) {
+            PQclear(PQexec(db->conn, "DEALLOCATE ALL")); /* the next try prepares them all */
+            return false;
+        }
     }
     db->prepared = true;
     return true;
@@ -539,11 +597,14 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
                               db_dlq_fn on_dlq, void *opaque, char **err)
 {
     memset(stats, 0, sizeof *stats);
+    last_state[0] = '\0';
     if (!db_alive(db)) {
         *err = xstrdup("not connected to PostgreSQL");
         return DB_RETRY;
     }
-    if (!prepare(db, err)) return DB_RETRY;
+    if (!prepare(db, err))
+        return PQstatus(db->conn) == CONNECTION_OK && conflict_state(last_state) ? DB_CONFLICT
+                                                                                 : DB_RETRY;
     PGresult *journal = NULL;
     PGresult **singles = NULL; /* row-by-row results when a row was refused */
     size_t nsingles = 0;
@@ -668,5 +729,6 @@ retry:
     for (size_t k = 0; k < nsingles; k++)
         PQclear(singles[k]);
     free(singles);
-    return DB_RETRY;
+    return PQstatus(db->conn) == CONNECTION_OK && conflict_state(last_state) ? DB_CONFLICT
+                                                                             : DB_RETRY;
 }

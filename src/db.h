@@ -14,7 +14,22 @@
 struct db;
 
 /* Connects (libpq keywords/URI in dsn). Returns NULL and sets *err on failure. */
+/* Every connection to PostgreSQL is made here, with one set of options: a connect
+ * timeout, TCP keepalives and tcp_user_timeout (a server that stops answering is given up
+ * within about 30 s), statement_timeout (statement_timeout_ms), lock_timeout and
+ * idle_in_transaction_session_timeout, UTC. What the operator's DSN sets wins. NULL (and
+ * *err when err is not NULL) when it cannot connect. */
+#define DB_STATEMENT_TIMEOUT_MS 60000
+#define DB_LOCK_TIMEOUT_MS 30000
+#define DB_IDLE_IN_TX_TIMEOUT_MS 120000
+PGconn *db_open(const char *dsn, const char *application_name, int statement_timeout_ms,
+                char **err);
+/* Asks the server to cancel what conn runs now (from any thread). */
+bool db_cancel(PGconn *conn);
+
 struct db *db_connect(const char *dsn, const char *application_name, char **err);
+/* Cancels the statement db's writer is running (from another thread). */
+void db_cancel_write(struct db *db);
 void db_close(struct db *db);
 bool db_alive(struct db *db);
 /* Runs a parameterised query on a connection of a background thread; on failure logs it
@@ -79,7 +94,9 @@ typedef void (*db_dlq_fn)(void *opaque, const struct dlq_row *row);
 
 enum db_result {
     DB_OK,
-    DB_RETRY, /* connection lost or transient error: nothing was written, try again later */
+    DB_RETRY,    /* connection lost or transient error: nothing was written, try again later */
+    DB_CONFLICT, /* a deadlock or lock timeout with another transaction: nothing was written,
+                    write it again now */
 };
 
 /* Writes a batch in one transaction: journal rows and DLQ rows together. A row that

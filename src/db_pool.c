@@ -8,11 +8,13 @@
 #include <time.h>
 
 #include "buf.h"
+#include "db.h"
+#include "deadline.h"
 #include "log.h"
 
 struct db_pool {
     char *dsn;
-    char timeout_opt[64];
+    int statement_timeout_ms;
     pthread_mutex_t lock;
     pthread_cond_t freed;
     PGconn **idle;
@@ -26,8 +28,7 @@ struct db_pool *db_pool_create(const char *dsn, int max_conns, int statement_tim
     struct db_pool *p = xcalloc(1, sizeof *p);
     p->dsn = xstrdup(dsn);
     /* every API query has a time limit: a stuck one answers 503 instead of hanging */
-    snprintf(p->timeout_opt, sizeof p->timeout_opt, "-c statement_timeout=%d -c TimeZone=UTC",
-             statement_timeout_ms);
+    p->statement_timeout_ms = statement_timeout_ms;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->freed, NULL);
     p->max = max_conns;
@@ -49,25 +50,18 @@ void db_pool_destroy(struct db_pool *p)
 
 static PGconn *connect_one(struct db_pool *p)
 {
-    const char *keys[] = {"application_name", "connect_timeout", "options", "dbname", NULL};
-    const char *vals[] = {"eventsink-api", "3", p->timeout_opt, p->dsn, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c && PQstatus(c) == CONNECTION_OK) return c;
-    log_warn("API: cannot connect to PostgreSQL: %s", c ? PQerrorMessage(c) : "out of memory");
-    PQfinish(c);
-    return NULL;
+    char *err = NULL;
+    PGconn *c = db_open(p->dsn, "eventsink-api", p->statement_timeout_ms, &err);
+    if (!c) {
+        log_warn("API: %s", err);
+        free(err);
+    }
+    return c;
 }
 
 PGconn *db_pool_get(struct db_pool *p, int wait_ms, const char **err)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_after_ms(wait_ms);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         if (p->nidle > 0) {

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,13 @@ void metrics_offset_reuse(const char *topic)
     pthread_mutex_lock(&lock);
     *find_or_add(&offset_reuse, topic_label(&offset_reuse, topic), NULL) += 1;
     pthread_mutex_unlock(&lock);
+}
+
+static atomic_ulong write_conflicts;
+
+void metrics_write_conflict(void)
+{
+    atomic_fetch_add(&write_conflicts, 1);
 }
 
 void metrics_partition_reread(const char *topic)
@@ -397,6 +405,10 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
                    health_component_name((enum health_component)c),
                    health_stalled((enum health_component)c, &since) ? 1 : 0);
     }
+    header(o, "eventsink_write_conflicts_total", "counter",
+           "Journal writes aborted by PostgreSQL for a conflict with another transaction "
+           "(deadlock, lock timeout) and written again.");
+    buf_printf(o, "eventsink_write_conflicts_total %lu\n", atomic_load(&write_conflicts));
     header(o, "eventsink_policy_watchdog_total", "counter",
            "Policy calls abandoned by the watchdog (past sandbox.max_call_ms plus its margin).");
     buf_printf(o, "eventsink_policy_watchdog_total %ld\n", runner_abandoned_total());

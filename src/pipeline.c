@@ -32,6 +32,8 @@ volatile sig_atomic_t pipeline_stop_requested = 0;
 #define SHUTDOWN_FLUSH_MS 6000 /* SIGTERM: the contract allows 10 s in all */
 #define SHUTDOWN_TOTAL_MS 8500
 #define REVOKE_FLUSH_MS 5000
+#define CANCEL_WAIT_MS 1500
+#define CONFLICT_TRIES 5 /* a cancelled write comes back within this */
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
 #define LINGER_MS 5            /* a batch waits this long for more records when a writer is free */
@@ -99,6 +101,16 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 0 while the service runs; after SIGTERM/SIGINT, when the writes in flight must be done
+ * (fixed the first time it is asked, so that every wait of the shutdown shares it). */
+static int64_t stop_deadline(void)
+{
+    static int64_t deadline;
+    if (!pipeline_stop_requested) return 0;
+    if (!deadline) deadline = now_ms() + SHUTDOWN_FLUSH_MS;
+    return deadline;
 }
 
 static void sleep_ms(int ms)
@@ -215,6 +227,7 @@ static struct lane *lane_at(struct pipeline *p, int k)
  * partition's records are in consumption order across the lanes (oldest first), cur and
  * held, so the first one seen is the one to go back to. */
 static void offsets_clear(rd_kafka_topic_partition_list_t **l);
+static void await_writer(struct lane *l, int64_t deadline);
 
 static void abandon_all(struct pipeline *p)
 {
@@ -222,7 +235,7 @@ static void abandon_all(struct pipeline *p)
     size_t n = p->cur.n;
     for (int k = 0; k < p->count; k++) {
         struct lane *l = lane_at(p, k);
-        if (l->submitted) writer_wait(l->writer);
+        if (l->submitted) await_writer(l, now_ms() + 200); /* dropped anyway: cancelled */
         l->submitted = false;
         free(l->job.err);
         l->job.err = NULL;
@@ -509,7 +522,7 @@ static bool retry_write(struct pipeline *p, struct lane *l, int64_t deadline, bo
         }
         if (p->abandoned) break;
         if (deadline && now_ms() >= deadline) break;
-        if (!deadline && pipeline_stop_requested) deadline = now_ms() + SHUTDOWN_FLUSH_MS;
+        if (!deadline) deadline = stop_deadline();
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
         struct write_stats st;
         if (ensure_conn(p, &l->db, &err) &&
@@ -526,6 +539,49 @@ static bool retry_write(struct pipeline *p, struct lane *l, int64_t deadline, bo
     return ok;
 }
 
+/* Waits for the lane's write. With a deadline (a rebalance or a shutdown) a write still
+ * running then (waiting on a lock, a slow statement) is cancelled: it fails, nothing of
+ * it is committed, and its records are delivered again. */
+static void await_writer(struct lane *l, int64_t deadline)
+{
+    while (!deadline) { /* in the stream: until it is done, or SIGTERM sets a deadline */
+        if (writer_wait_for(l->writer, 200)) return;
+        deadline = stop_deadline();
+    }
+    int64_t left = deadline - now_ms();
+    if (writer_wait_for(l->writer, left > 0 ? (int)left : 0)) return;
+    log_warn("a journal write of %zu event(s) is still running at the deadline; cancelling it "
+             "(its events are delivered again)",
+             l->b.n);
+    db_cancel_write(l->db);
+    if (writer_wait_for(l->writer, CANCEL_WAIT_MS)) return;
+    log_error("the cancelled journal write does not come back; waiting for it");
+    writer_wait(l->writer);
+}
+
+/* A write PostgreSQL aborted for a conflict with another transaction (a deadlock, a lock
+ * timeout): nothing of it was written, and PostgreSQL is up. It is written again at once
+ * (a few times, a little later each time); false when it still fails (err then says why,
+ * and retry_write takes over). */
+static bool rewrite_after_conflict(struct lane *l, char **err)
+{
+    for (int attempt = 1; attempt <= CONFLICT_TRIES; attempt++) {
+        log_warn("a journal write of %zu event(s) met another transaction (%s); it is written "
+                 "again (attempt %d)",
+                 l->b.n, *err ? *err : "?", attempt);
+        metrics_write_conflict();
+        free(*err);
+        *err = NULL;
+        sleep_ms(20 * attempt);
+        struct write_stats st;
+        enum db_result rc = db_write_batch(l->db, l->b.items, l->b.n, l->job.policy_version, &st,
+                                           on_persisted, on_dlq, l, err);
+        if (rc == DB_OK) return true;
+        if (rc != DB_CONFLICT) return false;
+    }
+    return false;
+}
+
 /* Takes the outcome of the oldest batch in flight, waiting for it: on success its offsets
  * are committed; while PostgreSQL is down it is written again (retry_write). False when
  * it was given up: then every uncommitted record was dropped for Kafka to deliver again.
@@ -534,11 +590,12 @@ static bool complete_oldest(struct pipeline *p, int64_t deadline, bool may_poll,
 {
     if (!p->count) return true;
     struct lane *l = lane_at(p, 0);
-    if (l->submitted) writer_wait(l->writer);
+    if (l->submitted) await_writer(l, deadline);
     l->submitted = false;
     char *err = l->job.err;
     l->job.err = NULL;
     bool ok = l->job.rc == DB_OK;
+    if (!ok && l->job.rc == DB_CONFLICT) ok = rewrite_after_conflict(l, &err);
     if (ok) {
         free(err);
         status_set_postgres_up(true);
@@ -842,11 +899,13 @@ int pipeline_run(struct config *cfg)
     health_idle(HEALTH_CONSUMER);
     log_info("stopping on %s: writing the batch in flight and committing",
              pipeline_stop_requested == SIGINT ? "SIGINT" : "SIGTERM");
-    int64_t stop_started = now_ms();
-    flush(p, stop_started + SHUTDOWN_FLUSH_MS, true, true);
-    int64_t left = stop_started + SHUTDOWN_TOTAL_MS - now_ms();
+    int64_t deadline = stop_deadline();
+    bool flushed = flush(p, deadline, true, true);
+    int64_t left = deadline - SHUTDOWN_FLUSH_MS + SHUTDOWN_TOTAL_MS - now_ms();
     consumer_close(p->consumer, left < 500 ? 500 : (int)left);
-    rc = 0;
+    rc = flushed ? 0 : 1; /* 1: not everything in flight was committed (CONTRACT 9.1) */
+    if (!flushed)
+        log_warn("stopped with events not committed: Kafka delivers them again after a restart");
 out:
     /* every message goes back to librdkafka before its handle is destroyed */
     for (int k = 0; k < p->nlanes; k++) {

@@ -10,6 +10,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "buf.h"
+#include "deadline.h"
 #include "kafka_util.h"
 #include "log.h"
 
@@ -176,14 +177,7 @@ bool producer_send(struct producer *p, const char *topic, const char *key, size_
 
 bool producer_wait(struct producer *p, struct delivery *const *d, size_t n, int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_after_ms(timeout_ms);
     pthread_mutex_lock(&p->lock);
     size_t i = 0;
     bool ok = true;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "deadline.h"
 
 static volatile sig_atomic_t signalled;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -45,14 +46,7 @@ void reload_done(bool ok, int version, const char *err)
 
 int reload_request_wait(int timeout_ms, int *version, char **err)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_after_ms(timeout_ms);
     pthread_mutex_lock(&lock);
     unsigned long mine = ++asked;
     int rc = -1;

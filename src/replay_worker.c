@@ -11,6 +11,7 @@
 
 #include "db.h"
 #include "db_sql.h"
+#include "deadline.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -61,14 +62,7 @@ void replay_worker_wake(void)
 
 static void wait_ms(int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_after_ms(ms);
     pthread_mutex_lock(&lock);
     while (!woken && !atomic_load(&stopping))
         if (pthread_cond_timedwait(&wake, &lock, &until) != 0) break;
@@ -165,10 +159,8 @@ static void *loop(void *arg)
     while (!atomic_load(&stopping)) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
-            const char *vals[] = {"eventsink-replay", "5", env->cfg->postgres.dsn, NULL};
-            c = PQconnectdbParams(keys, vals, 1);
-            if (PQstatus(c) != CONNECTION_OK) {
+            c = db_open(env->cfg->postgres.dsn, "eventsink-replay", DB_STATEMENT_TIMEOUT_MS, NULL);
+            if (!c) {
                 wait_ms(2000);
                 continue;
             }

@@ -343,11 +343,10 @@ static void *loop(void *arg)
     while (!atomic_load(&stopping)) {
         if (!c || PQstatus(c) != CONNECTION_OK) {
             PQfinish(c);
-            const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
-            const char *vals[] = {"eventsink-scheduler", "5", env->cfg->postgres.dsn, NULL};
-            c = PQconnectdbParams(keys, vals, 1);
+            c = db_open(env->cfg->postgres.dsn, "eventsink-scheduler", DB_STATEMENT_TIMEOUT_MS,
+                        NULL);
         }
-        if (PQstatus(c) == CONNECTION_OK) {
+        if (c && PQstatus(c) == CONNECTION_OK) {
             health_busy(HEALTH_SCHEDULER); /* one tick's work */
             decide_retries(c);
             start_due_retries(c);

@@ -3,8 +3,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
+#include "deadline.h"
 #include "health.h"
 
 struct writer {
@@ -85,6 +87,17 @@ void writer_submit(struct writer *w, struct writer_job *job)
 bool writer_idle(struct writer *w)
 {
     pthread_mutex_lock(&w->mu);
+    bool idle = w->job == NULL;
+    pthread_mutex_unlock(&w->mu);
+    return idle;
+}
+
+bool writer_wait_for(struct writer *w, int timeout_ms)
+{
+    struct timespec until = deadline_after_ms(timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    while (w->job)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &until) != 0) break;
     bool idle = w->job == NULL;
     pthread_mutex_unlock(&w->mu);
     return idle;

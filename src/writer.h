@@ -36,5 +36,7 @@ void writer_submit(struct writer *w, struct writer_job *job);
 bool writer_idle(struct writer *w);
 /* Blocks until no job is in progress. */
 void writer_wait(struct writer *w);
+/* The same, for at most timeout_ms: true when no job is in progress. */
+bool writer_wait_for(struct writer *w, int timeout_ms);
 
 #endif
