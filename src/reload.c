@@ -12,7 +12,7 @@
 static volatile sig_atomic_t signalled;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t done = PTHREAD_COND_INITIALIZER;
-static unsigned long asked, finished; /* generations */
+static unsigned long asked, taking, finished; /* generations: asked, being served, served */
 static bool last_ok;
 static int last_version;
 static char *last_err;
@@ -31,11 +31,26 @@ bool reload_wanted(void)
     return w;
 }
 
+bool reload_pending(void)
+{
+    pthread_mutex_lock(&lock);
+    bool p = asked > taking;
+    pthread_mutex_unlock(&lock);
+    return p;
+}
+
+void reload_begin(void)
+{
+    signalled = 0; /* a signal from now on asks for one more */
+    pthread_mutex_lock(&lock);
+    taking = asked;
+    pthread_mutex_unlock(&lock);
+}
+
 void reload_done(bool ok, int version, const char *err)
 {
-    signalled = 0;
     pthread_mutex_lock(&lock);
-    finished = asked;
+    finished = taking; /* requests made since reload_begin() wait for the next one */
     last_ok = ok;
     last_version = version;
     free(last_err);

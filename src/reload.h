@@ -12,8 +12,14 @@ int reload_request_wait(int timeout_ms, int *version, char **err);
 
 /* From the pipeline thread: true when a reload was asked for (by signal or HTTP). */
 bool reload_wanted(void);
-/* From the pipeline thread, after trying: wakes the waiting requests. */
+/* From the pipeline thread, before it reads the files: the requests made until now are
+ * the ones this reload serves; a SIGHUP or a request that comes later (while the files are
+ * being loaded) asks for one more reload, so that none is lost. */
+void reload_begin(void);
+/* From the pipeline thread, after trying: wakes the requests it served. */
 void reload_done(bool ok, int version, const char *err);
+/* True while an API request waits that no reload has begun to serve. */
+bool reload_pending(void);
 
 /* From the SIGHUP handler (async-signal-safe). */
 void reload_request_from_signal(void);
