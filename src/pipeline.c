@@ -707,6 +707,7 @@ static struct lua_host_limits policy_limits(const struct config *cfg)
 
 static void reload_policies(struct pipeline *p)
 {
+    reload_begin();
     struct lua_host_limits lim = policy_limits(p->cfg);
     char *err = NULL;
     struct policy_set *ps = policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err);
@@ -814,6 +815,8 @@ int pipeline_run(struct config *cfg)
             break;
         }
         status_set_postgres_up(false);
+        /* the consumer does not exist yet: /health gets Kafka's state from the producer */
+        status_set_kafka_up(producer_kafka_reachable(p->producer, 1000));
         log_warn("PostgreSQL not ready (%s); retrying in %d ms", err, backoff);
         free(err);
         err = NULL;

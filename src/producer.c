@@ -59,6 +59,16 @@ void producer_result(struct producer *p, const struct delivery *d, struct produc
     pthread_mutex_unlock(&p->lock);
 }
 
+bool producer_kafka_reachable(struct producer *p, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return false;
+    bool up = md->broker_cnt > 0;
+    rd_kafka_metadata_destroy(md);
+    return up;
+}
+
 int producer_answer_bound_ms(const struct producer *p)
 {
     return p->message_timeout_ms + 5000; /* the timeout scan runs about once a second */

@@ -47,6 +47,10 @@ bool producer_wait(struct producer *p, struct delivery *const *d, size_t n, int 
 /* Drops the caller's reference (accepts NULL). */
 void producer_release(struct delivery *d);
 
+/* True when a broker answers a metadata request within timeout_ms (Kafka's state before
+ * the consumer exists, e.g. while the service waits for PostgreSQL at start-up). */
+bool producer_kafka_reachable(struct producer *p, int timeout_ms);
+
 /* How long librdkafka may take to answer a message: message.timeout.ms, plus a margin. */
 int producer_answer_bound_ms(const struct producer *p);
 

@@ -325,3 +325,28 @@ def test_a_deadlock_is_written_again_not_taken_for_postgresql_down(kafka, db, to
     assert "PostgreSQL unavailable" not in s.log_text(), "a deadlock taken for an outage"
     assert metric(scrape(s), "eventsink_postgres_up") == 1
     assert_stored_exactly_once(db, topic, first + positions)
+
+
+def test_health_names_postgresql_not_kafka_when_only_postgresql_is_down(kafka, pg, db, topic,
+                                                                         sink):
+    """PostgreSQL down at start-up (the consumer waits for the schema): /health says
+    postgres down and kafka up, since Kafka answers."""
+    pg.stop("fast")
+    try:
+        s = sink(topics=[topic], dsn=db, wait_started=False, allow_errors=[r"PostgreSQL"])
+        api = api_for(s)
+        s.wait_log(r"PostgreSQL not ready", timeout=30)
+
+        def both_known():
+            try:
+                h = _health(api)
+            except Exception:  # noqa: BLE001 - the API is still starting
+                return False
+            return h["postgres"] == "down" and h["kafka"] == "up"
+        harness.wait_for(both_known, harness.scaled(30), what="/health: postgres down, kafka up")
+        assert metric(scrape(s), "eventsink_kafka_up") == 1
+    finally:
+        pg.start()
+    s.wait_log(r"eventsink started", timeout=60)
+    harness.wait_for(lambda: _health(api)["postgres"] == "up", harness.scaled(30),
+                     what="/health: postgres up")
