@@ -29,7 +29,21 @@ struct consumer {
     int stats_fn;            /* registry reference to the reader function */
     rd_kafka_queue_t *queue; /* the consumer queue, for consumer_wake() */
     struct position_check *positions;
+    /* partitions whose seek failed: paused, and sought again (consumer_poll) until it works,
+     * so that fetching never goes on past records that were not written */
+    rd_kafka_topic_partition_list_t *failed_seeks;
+    int64_t seek_retry_ms;
+    consumer_seek_impl seek; /* rd_kafka_seek_partitions; tests force failures */
 };
+
+#define SEEK_RETRY_MS 1000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* A failed commit loses nothing: the events are in PostgreSQL, and a redelivery is
  * recognised there. */
@@ -149,6 +163,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("kafka: %d partition(s) revoked; flushing and committing first", parts->cnt);
         if (c->on_revoke) c->on_revoke(c->opaque, parts);
         position_check_forget(c->positions);
+        for (int i = 0; i < parts->cnt; i++) /* whoever gets them starts at the committed offset */
+            rd_kafka_topic_partition_list_del(c->failed_seeks, parts->elems[i].topic,
+                                              parts->elems[i].partition);
     } else {
         log_warn("kafka: rebalance error: %s", rd_kafka_err2str(err));
     }
@@ -167,6 +184,8 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
     c->on_revoke = on_revoke;
     c->opaque = opaque;
     c->positions = position_check_new();
+    c->failed_seeks = rd_kafka_topic_partition_list_new(4);
+    c->seek = rd_kafka_seek_partitions;
     atomic_init(&c->kafka_up, true);
     status_set_kafka_up(true);
     if (!start_stats_reader(c, err)) goto error;
@@ -290,11 +309,15 @@ void consumer_destroy(struct consumer *c)
     }
     lua_host_destroy(c->stats);
     position_check_free(c->positions);
+    rd_kafka_topic_partition_list_destroy(c->failed_seeks);
     free(c);
 }
 
+static void retry_failed_seeks(struct consumer *c);
+
 rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms)
 {
+    retry_failed_seeks(c);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
     if (!m) return NULL;
     if (!m->err) {
@@ -329,10 +352,15 @@ void consumer_pause(struct consumer *c, bool pause)
         rd_kafka_pause_partitions(c->rk, parts);
     else
         rd_kafka_resume_partitions(c->rk, parts);
+    if (!pause && c->failed_seeks->cnt) /* they stay paused until their seek works */
+        rd_kafka_pause_partitions(c->rk, c->failed_seeks);
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
-void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions)
+/* Seeks the listed partitions that are still assigned. One whose seek fails is paused
+ * (fetching must not go on past records that were never written) and kept in
+ * failed_seeks, to be sought again. */
+static void seek_assigned(struct consumer *c, const rd_kafka_topic_partition_list_t *positions)
 {
     rd_kafka_topic_partition_list_t *assigned = NULL;
     if (rd_kafka_assignment(c->rk, &assigned) != RD_KAFKA_RESP_ERR_NO_ERROR || !assigned) return;
@@ -342,20 +370,58 @@ void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *po
         if (rd_kafka_topic_partition_list_find(assigned, p->topic, p->partition))
             rd_kafka_topic_partition_list_add(todo, p->topic, p->partition)->offset = p->offset;
     }
-    if (todo->cnt) {
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, todo, 5000);
-        if (e) {
-            log_warn("kafka: seek failed: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
+    rd_kafka_error_t *e = todo->cnt ? c->seek(c->rk, todo, 5000) : NULL;
+    for (int i = 0; i < todo->cnt; i++) {
+        rd_kafka_topic_partition_t *t = &todo->elems[i];
+        rd_kafka_topic_partition_t *failed =
+            rd_kafka_topic_partition_list_find(c->failed_seeks, t->topic, t->partition);
+        if (!e && !t->err) {
+            if (!failed) continue;
+            rd_kafka_topic_partition_list_del(c->failed_seeks, t->topic, t->partition);
+            log_info("kafka: %s[%d] sought to offset %" PRId64 "; fetching again", t->topic,
+                     (int)t->partition, t->offset);
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, t->topic, t->partition);
+            if (!c->paused) rd_kafka_resume_partitions(c->rk, one);
+            rd_kafka_topic_partition_list_destroy(one);
+            continue;
         }
-        for (int i = 0; i < todo->cnt; i++)
-            if (todo->elems[i].err)
-                log_warn("kafka: seek of %s[%d] to offset %" PRId64 " failed: %s",
-                         todo->elems[i].topic, (int)todo->elems[i].partition, todo->elems[i].offset,
-                         rd_kafka_err2str(todo->elems[i].err));
+        if (!failed) {
+            log_warn("kafka: seek of %s[%d] to offset %" PRId64 " failed (%s): the partition is "
+                     "paused and sought again every %d ms",
+                     t->topic, (int)t->partition, t->offset,
+                     e ? rd_kafka_error_string(e) : rd_kafka_err2str(t->err), SEEK_RETRY_MS);
+            failed = rd_kafka_topic_partition_list_add(c->failed_seeks, t->topic, t->partition);
+            rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(one, t->topic, t->partition);
+            rd_kafka_pause_partitions(c->rk, one);
+            rd_kafka_topic_partition_list_destroy(one);
+        }
+        failed->offset = t->offset;
     }
+    if (e) rd_kafka_error_destroy(e);
+    c->seek_retry_ms = mono_ms() + SEEK_RETRY_MS;
     rd_kafka_topic_partition_list_destroy(todo);
     rd_kafka_topic_partition_list_destroy(assigned);
+}
+
+void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions)
+{
+    seek_assigned(c, positions);
+}
+
+/* From consumer_poll(): seeks again what failed, once a second. */
+static void retry_failed_seeks(struct consumer *c)
+{
+    if (!c->failed_seeks->cnt || mono_ms() < c->seek_retry_ms) return;
+    rd_kafka_topic_partition_list_t *again = rd_kafka_topic_partition_list_copy(c->failed_seeks);
+    seek_assigned(c, again);
+    rd_kafka_topic_partition_list_destroy(again);
+}
+
+void consumer_set_seek_impl(struct consumer *c, consumer_seek_impl seek)
+{
+    c->seek = seek ? seek : rd_kafka_seek_partitions;
 }
 
 void consumer_reread(struct consumer *c, const rd_kafka_topic_partition_list_t *reused)

@@ -37,8 +37,17 @@ void consumer_wake(struct consumer *c);
  * while paused). */
 void consumer_pause(struct consumer *c, bool pause);
 
-/* Moves the fetch position of each listed partition that is still assigned. */
+/* Moves the fetch position of each listed partition that is still assigned. A partition
+ * whose seek fails is paused and sought again (from consumer_poll(), once a second) until
+ * it works: fetching never goes on past records that were not written. */
 void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *positions);
+
+/* How seeks are made: rd_kafka_seek_partitions (NULL restores it); unit tests force
+ * failures with it. */
+typedef rd_kafka_error_t *(*consumer_seek_impl)(rd_kafka_t *rk,
+                                                rd_kafka_topic_partition_list_t *partitions,
+                                                int timeout_ms);
+void consumer_set_seek_impl(struct consumer *c, consumer_seek_impl seek);
 
 /* Reads again from its beginning each listed partition (offset: its first record found at a
  * reused position) whose log was replaced: position_check.h. */

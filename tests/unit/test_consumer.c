@@ -1,5 +1,6 @@
 /* Unit tests for src/consumer.c against librdkafka's mock cluster (a real Kafka
- * wire-protocol broker inside the test process): the pause state across a rebalance.
+ * wire-protocol broker inside the test process): the pause state across a rebalance, and
+ * a failed seek.
  *
  * The chaos run found it: the pipeline pauses fetching while PostgreSQL is down; a
  * rebalance then revoked the partitions, the pipeline resumed while they were not
@@ -169,11 +170,97 @@ static void test_partitions_resumed_while_revoked_come_back_unpaused(void **stat
     rd_kafka_destroy(owner);
 }
 
+static int failing_seeks;
+
+/* a seek that fails for every partition, as librdkafka reports it */
+static rd_kafka_error_t *failing_seek(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                                      int timeout_ms)
+{
+    (void)rk;
+    (void)timeout_ms;
+    failing_seeks++;
+    for (int i = 0; i < parts->cnt; i++)
+        parts->elems[i].err = RD_KAFKA_RESP_ERR__STATE;
+    return NULL;
+}
+
+/* The first record of partition 0 that arrives within ms, or -1 (partition 1's are read
+ * and dropped). */
+static int64_t next_offset_of_p0(struct consumer *c, int ms)
+{
+    int64_t deadline = mono_ms() + ms;
+    while (mono_ms() < deadline) {
+        rd_kafka_message_t *m = consumer_poll(c, 50);
+        if (!m) continue;
+        int64_t off = !m->err && m->partition == 0 ? m->offset : -1;
+        rd_kafka_message_destroy(m);
+        if (off >= 0) return off;
+    }
+    return -1;
+}
+
+static void test_a_failed_seek_pauses_the_partition_until_a_seek_works(void **state)
+{
+    (void)state;
+    char errstr[512];
+    rd_kafka_conf_t *oc = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(oc, "log_level", "3", errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *owner = rd_kafka_new(RD_KAFKA_PRODUCER, oc, errstr, sizeof errstr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(owner, 1);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC ".seek", 2, 1), 0);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    for (int part = 0; part < 2; part++)
+        for (int i = 0; i < PER_PARTITION; i++)
+            assert_int_equal(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(TOPIC ".seek"),
+                                               RD_KAFKA_V_PARTITION(part),
+                                               RD_KAFKA_V_VALUE("{}", 2), RD_KAFKA_V_END),
+                             0);
+    assert_int_equal(rd_kafka_flush(prod, 10000), 0);
+
+    char *topics[] = {TOPIC ".seek"};
+    struct config cfg = {0};
+    cfg.kafka.brokers = "embedded";
+    cfg.kafka.group_id = "unit-consumer-seek";
+    cfg.kafka.topics = (struct strlist){topics, 1};
+    int revoked = 0;
+    char *err = NULL;
+    struct consumer *c = consumer_create(&cfg, bootstrap, on_revoke, &revoked, &err);
+    if (!c) fail_msg("consumer_create: %s", err ? err : "?");
+    assert_int_equal(next_offset_of_p0(c, 30000), 0);
+
+    /* the pipeline seeks partition 0 back to 0 (its first unwritten record): it fails */
+    consumer_set_seek_impl(c, failing_seek);
+    rd_kafka_topic_partition_list_t *back = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(back, TOPIC ".seek", 0)->offset = 0;
+    consumer_seek(c, back);
+    rd_kafka_topic_partition_list_destroy(back);
+    /* nothing more of partition 0 while the seek fails, also when fetching is resumed */
+    consumer_pause(c, true);
+    consumer_pause(c, false);
+    assert_int_equal(next_offset_of_p0(c, 2500), -1);
+    assert_true(failing_seeks >= 2); /* sought again */
+
+    /* the seek works again: partition 0 starts where it was sought to */
+    consumer_set_seek_impl(c, NULL);
+    assert_int_equal(next_offset_of_p0(c, 30000), 0);
+
+    consumer_destroy(c);
+    rd_kafka_destroy(prod);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(owner);
+}
+
 int main(void)
 {
     log_configure("info", NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partitions_resumed_while_revoked_come_back_unpaused),
+        cmocka_unit_test(test_a_failed_seek_pauses_the_partition_until_a_seek_works),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
