@@ -10,6 +10,8 @@
 #include <lauxlib.h>
 
 #include "buf.h"
+#include "kafka_util.h"
+#include "listen_addr.h"
 #include "log.h"
 #include "lua_host.h"
 
@@ -359,10 +361,30 @@ static char *resolve(const char *dir, const char *p)
     return b.data;
 }
 
-static bool is_loopback(const char *listen)
+/* The listen addresses, read as the listeners read them (listen_addr.c). */
+static void validate_listen(struct loader *ld)
 {
-    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
-           strncmp(listen, "[::1]:", 6) == 0;
+    struct config *c = ld->c;
+    struct sockaddr_storage api, metrics;
+    char *err = NULL;
+    bool api_ok = listen_addr_parse(c->http.listen, &api, &err);
+    if (!api_ok) {
+        problem(ld, "http.listen", "%s", err);
+        free(err);
+        err = NULL;
+    } else if (c->http.ntokens == 0 && !listen_addr_is_loopback(&api)) {
+        problem(ld, "http.listen",
+                "%s is not a loopback address and http.tokens is empty: configure tokens "
+                "or listen on 127.0.0.1",
+                c->http.listen);
+    }
+    if (!listen_addr_parse(c->metrics.listen, &metrics, &err)) {
+        problem(ld, "metrics.listen", "%s", err);
+        free(err);
+    } else if (api_ok && listen_addr_overlap(&api, &metrics)) {
+        problem(ld, "metrics.listen", "%s and http.listen (%s) cannot both listen there",
+                c->metrics.listen, c->http.listen);
+    }
 }
 
 static void validate(struct loader *ld)
@@ -375,11 +397,13 @@ static void validate(struct loader *ld)
         problem(ld, "log.level", "must be debug, info, warn or error, not \"%s\"", c->log.level);
     if (strcmp(c->log.format, "text") != 0 && strcmp(c->log.format, "json") != 0)
         problem(ld, "log.format", "must be \"text\" or \"json\", not \"%s\"", c->log.format);
-    if (c->http.ntokens == 0 && !is_loopback(c->http.listen))
-        problem(ld, "http.listen",
-                "%s is not a loopback address and http.tokens is empty: configure tokens "
-                "or listen on 127.0.0.1",
-                c->http.listen);
+    validate_listen(ld);
+    char *kerr = NULL;
+    if (!kafka_conf_check(c, &kerr)) {
+        /* the consumer and the producer would refuse it at start-up */
+        problem(ld, "kafka.properties", "%s", kerr);
+        free(kerr);
+    }
     for (size_t i = 0; i < c->http.ntokens; i++)
         for (size_t j = 0; j < i; j++)
             if (c->http.tokens[i].name && c->http.tokens[j].name &&

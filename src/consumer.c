@@ -189,35 +189,9 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
     atomic_init(&c->kafka_up, true);
     status_set_kafka_up(true);
     if (!start_stats_reader(c, err)) goto error;
-    bool embedded = strcmp(cfg->kafka.brokers, "embedded") == 0;
-
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* the guarantees depend on these: offsets are committed by hand, after PostgreSQL */
-    const char *defaults[][2] = {
-        {"bootstrap.servers", bootstrap},
-        {"group.id", cfg->kafka.group_id},
-        {"enable.auto.commit", "false"},
-        {"enable.auto.offset.store", "false"},
-        {"auto.offset.reset", "earliest"},
-        {"client.id", "eventsink"},
-        {"reconnect.backoff.max.ms", "2000"},
-        {"queued.max.messages.kbytes", "16384"}, /* bounds the prefetch (RSS) */
-        {"statistics.interval.ms", "2000"},
-        {"session.timeout.ms", embedded ? "6000" : "10000"},
-        {"heartbeat.interval.ms", embedded ? "1000" : "3000"},
-    };
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto conf_error;
-    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
-        const struct kv *p = &cfg->kafka.properties.items[i];
-        if (strcmp(p->key, "enable.auto.commit") == 0 && strcmp(p->value, "false") != 0) {
-            *err = xstrdup("kafka.properties: enable.auto.commit must stay false: offsets are "
-                           "committed only after PostgreSQL has committed the events");
-            goto conf_error;
-        }
-        if (strcmp(p->key, "enable.auto.offset.store") == 0) continue;
-        if (!kafka_conf_set(conf, p->key, p->value, err)) goto conf_error;
-    }
+    /* the guarantees depend on the settings of kafka_consumer_conf */
+    rd_kafka_conf_t *conf = kafka_consumer_conf(cfg, bootstrap, err);
+    if (!conf) goto error;
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);

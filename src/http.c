@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "json.h"
+#include "listen_addr.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
@@ -476,47 +477,12 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
 
 /* ---- start and stop ---------------------------------------------------------------------- */
 
-static bool parse_listen(const char *listen, struct sockaddr_storage *ss, char **err)
-{
-    memset(ss, 0, sizeof *ss);
-    const char *colon = strrchr(listen, ':');
-    if (!colon) goto bad;
-    long port = strtol(colon + 1, NULL, 10);
-    if (port <= 0 || port > 65535) goto bad;
-    char host[128];
-    size_t hl = (size_t)(colon - listen);
-    if (hl >= sizeof host) goto bad;
-    memcpy(host, listen, hl);
-    host[hl] = '\0';
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-        host[hl - 1] = '\0';
-        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1) goto bad;
-        return true;
-    }
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    if (strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
-    if (strcmp(host, "") == 0 || strcmp(host, "*") == 0) strcpy(host, "0.0.0.0");
-    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1) goto bad;
-    return true;
-bad : {
-    struct buf m = {0};
-    buf_printf(&m, "cannot read the listen address \"%s\" (expected HOST:PORT)", listen);
-    *err = m.data;
-    return false;
-}
-}
-
 static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen,
                                        MHD_AccessHandlerCallback fn,
                                        MHD_RequestCompletedCallback done, char **err)
 {
     struct sockaddr_storage ss;
-    if (!parse_listen(listen, &ss, err)) return NULL;
+    if (!listen_addr_parse(listen, &ss, err)) return NULL;
     unsigned flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;

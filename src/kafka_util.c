@@ -46,3 +46,79 @@ bool kafka_consumer_only_property(const char *name)
         if (strncmp(name, *p, strlen(*p)) == 0) return true;
     return false;
 }
+
+rd_kafka_conf_t *kafka_consumer_conf(const struct config *cfg, const char *bootstrap, char **err)
+{
+    bool embedded = strcmp(cfg->kafka.brokers, "embedded") == 0;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* the guarantees depend on these: offsets are committed by hand, after PostgreSQL */
+    const char *defaults[][2] = {
+        {"bootstrap.servers", bootstrap},
+        {"group.id", cfg->kafka.group_id},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"client.id", "eventsink"},
+        {"reconnect.backoff.max.ms", "2000"},
+        {"queued.max.messages.kbytes", "16384"}, /* bounds the prefetch (RSS) */
+        {"statistics.interval.ms", "2000"},
+        {"session.timeout.ms", embedded ? "6000" : "10000"},
+        {"heartbeat.interval.ms", embedded ? "1000" : "3000"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto error;
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
+        const struct kv *p = &cfg->kafka.properties.items[i];
+        if (strcmp(p->key, "enable.auto.commit") == 0 && strcmp(p->value, "false") != 0) {
+            *err = xstrdup("kafka.properties: enable.auto.commit must stay false: offsets are "
+                           "committed only after PostgreSQL has committed the events");
+            goto error;
+        }
+        if (strcmp(p->key, "enable.auto.offset.store") == 0) continue;
+        if (!kafka_conf_set(conf, p->key, p->value, err)) goto error;
+    }
+    return conf;
+error:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+rd_kafka_conf_t *kafka_producer_conf(const struct config *cfg, const char *bootstrap, char **err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *defaults[][2] = {
+        {"bootstrap.servers", bootstrap},
+        {"client.id", "eventsink-replay"},
+        {"enable.idempotence", "true"}, /* no duplicate from a retried produce */
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"message.timeout.ms", "15000"}, /* Kafka unavailable: fail, answer 503 */
+        {"reconnect.backoff.max.ms", "2000"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto error;
+    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
+        const struct kv *kv = &cfg->kafka.properties.items[i];
+        if (kafka_consumer_only_property(kv->key)) continue;
+        if (strcmp(kv->key, "enable.idempotence") == 0 || strcmp(kv->key, "acks") == 0) continue;
+        if (!kafka_conf_set(conf, kv->key, kv->value, err)) goto error;
+    }
+    return conf;
+error:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+bool kafka_conf_check(const struct config *cfg, char **err)
+{
+    /* the embedded cluster's address is only known once it runs: any host will do here */
+    const char *bootstrap =
+        strcmp(cfg->kafka.brokers, "embedded") == 0 ? "127.0.0.1:9092" : cfg->kafka.brokers;
+    rd_kafka_conf_t *c = kafka_consumer_conf(cfg, bootstrap, err);
+    if (!c) return false;
+    rd_kafka_conf_destroy(c);
+    rd_kafka_conf_t *p = kafka_producer_conf(cfg, bootstrap, err);
+    if (!p) return false;
+    rd_kafka_conf_destroy(p);
+    return true;
+}

@@ -87,24 +87,8 @@ struct producer *producer_create(const struct config *cfg, const char *bootstrap
     struct producer *p = xcalloc(1, sizeof *p);
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->delivered, NULL);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *defaults[][2] = {
-        {"bootstrap.servers", bootstrap},
-        {"client.id", "eventsink-replay"},
-        {"enable.idempotence", "true"}, /* no duplicate from a retried produce */
-        {"acks", "all"},
-        {"linger.ms", "5"},
-        {"message.timeout.ms", "15000"}, /* Kafka unavailable: fail, answer 503 */
-        {"reconnect.backoff.max.ms", "2000"},
-    };
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        if (!kafka_conf_set(conf, defaults[i][0], defaults[i][1], err)) goto conf_error;
-    for (size_t i = 0; i < cfg->kafka.properties.n; i++) {
-        const struct kv *kv = &cfg->kafka.properties.items[i];
-        if (kafka_consumer_only_property(kv->key)) continue;
-        if (strcmp(kv->key, "enable.idempotence") == 0 || strcmp(kv->key, "acks") == 0) continue;
-        if (!kafka_conf_set(conf, kv->key, kv->value, err)) goto conf_error;
-    }
+    rd_kafka_conf_t *conf = kafka_producer_conf(cfg, bootstrap, err);
+    if (!conf) goto error;
     char timeout[32];
     size_t tlen = sizeof timeout;
     p->message_timeout_ms =

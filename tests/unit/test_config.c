@@ -293,6 +293,52 @@ static void test_http_listen_and_tokens(void **state)
     config_free(c);
 }
 
+/* CONTRACT 9.3: what the listeners and the Kafka clients refuse at start-up, the
+ * configuration refuses (so `eventsink check` does). */
+static void test_startup_refusals(void **state)
+{
+    struct fx *fx = *state;
+    const char *const bad_listen[] = {"127.0.0.1",        "127.0.0.1:",      "127.0.0.1:0",
+                                      "127.0.0.1:70000",  "127.0.0.1:91x",   "127.0.0.1:-1",
+                                      "127.0.0.300:9106", "127.evil.com:80", "[::1]",
+                                      "[::1:9106",        "localhost",       ":",
+                                      "127.0.0.1:+9106"};
+    for (size_t i = 0; i < sizeof bad_listen / sizeof bad_listen[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "return { postgres = { dsn = 'x' }, http = { listen = '%s' } }",
+                 bad_listen[i]);
+        load_err(fx, text, "http.listen", bad_listen[i], NULL);
+        snprintf(text, sizeof text,
+                 "return { postgres = { dsn = 'x' }, metrics = { listen = '%s' } }", bad_listen[i]);
+        load_err(fx, text, "metrics.listen", NULL);
+    }
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { listen = '127.0.0.1:9200' }, "
+             "metrics = { listen = '127.0.0.1:9200' } }",
+             "metrics.listen", "http.listen", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { listen = '127.0.0.1:9200' }, "
+             "metrics = { listen = '*:9200' } }",
+             "metrics.listen", NULL);
+    config_free(load_ok(fx, "return { postgres = { dsn = 'x' }, http = { listen = "
+                            "'127.0.0.1:9200' }, metrics = { listen = '127.0.0.2:9200' } }"));
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, kafka = { properties = { "
+             "['no.such.property'] = 1 } } }",
+             "kafka.properties", "no.such.property", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, kafka = { properties = { "
+             "['message.max.bytes'] = 'lots' } } }",
+             "kafka.properties", "message.max.bytes", NULL);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, kafka = { properties = { "
+             "['enable.auto.commit'] = true } } }",
+             "enable.auto.commit", NULL);
+    config_free(load_ok(fx, "return { postgres = { dsn = 'x' }, kafka = { brokers = 'embedded', "
+                            "properties = { ['fetch.wait.max.ms'] = 10, "
+                            "['enable.auto.commit'] = false } } }"));
+}
+
 static void test_token_validation(void **state)
 {
     struct fx *fx = *state;
@@ -441,6 +487,7 @@ int main(void)
         T(test_out_of_range),
         T(test_validation),
         T(test_http_listen_and_tokens),
+        T(test_startup_refusals),
         T(test_token_validation),
         T(test_tokens_as_a_map_are_refused),
         T(test_relative_paths),
