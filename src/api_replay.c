@@ -692,14 +692,15 @@ static void h_dlq_discard(struct http_req *rq, struct http_resp *rs)
 }
 
 const struct http_route api_replay_routes[] = {
-    {"POST", "/replay/batch", false, h_replay_batch},
-    {"POST", "/replay/range", false, h_replay_range},
-    {"GET", "/replay/jobs", false, h_jobs},
-    {"GET", "/replay/jobs/{id}", false, h_job},
-    {"POST", "/replay/jobs/{id}/cancel", false, h_job_cancel},
-    {"POST", "/replay/{id}", false, h_replay_one},
-    {"POST", "/dlq/retry", false, h_dlq_retry_filter},
-    {"POST", "/dlq/{id}/retry", false, h_dlq_retry_one},
-    {"POST", "/dlq/{id}/discard", false, h_dlq_discard},
-    {NULL, NULL, false, NULL},
+    {"POST", "/replay/batch", false, h_replay_batch, "rate_per_s", BATCH_FIELDS},
+    {"POST", "/replay/range", false, h_replay_range, RANGE_FIELDS, RANGE_FIELDS},
+    {"GET", "/replay/jobs", false, h_jobs, "limit status", NULL},
+    {"GET", "/replay/jobs/{id}", false, h_job, NULL, NULL},
+    {"POST", "/replay/jobs/{id}/cancel", false, h_job_cancel, NULL, NULL},
+    {"POST", "/replay/{id}", false, h_replay_one, NULL, "reason"},
+    {"POST", "/dlq/retry", false, h_dlq_retry_filter, "reason topic tenant rate_per_s",
+     "reason topic tenant why rate_per_s"},
+    {"POST", "/dlq/{id}/retry", false, h_dlq_retry_one, NULL, "reason"},
+    {"POST", "/dlq/{id}/discard", false, h_dlq_discard, NULL, NULL},
+    {NULL, NULL, false, NULL, NULL, NULL},
 };

@@ -158,15 +158,15 @@ static void h_reload(struct http_req *rq, struct http_resp *rs)
 
 /* Order matters where patterns overlap: fixed segments before {id}. */
 const struct http_route api_routes[] = {
-    {"GET", "/health", true, h_health},
-    {"GET", "/ready", true, h_ready},
-    {"GET", "/events/latest", false, h_events_latest},
-    {"GET", "/events/{id}/lineage", false, h_lineage},
-    {"GET", "/events/{id}", false, h_event},
-    {"GET", "/dlq", false, h_dlq_list},
-    {"GET", "/dlq/{id}", false, h_dlq_one},
-    {"GET", "/admin/policies", false, h_policies},
-    {"GET", "/stats", false, h_stats},
-    {"POST", "/admin/reload", false, h_reload},
-    {NULL, NULL, false, NULL},
+    {"GET", "/health", true, h_health, NULL, NULL},
+    {"GET", "/ready", true, h_ready, NULL, NULL},
+    {"GET", "/events/latest", false, h_events_latest, "limit tenant topic replayed", NULL},
+    {"GET", "/events/{id}/lineage", false, h_lineage, NULL, NULL},
+    {"GET", "/events/{id}", false, h_event, NULL, NULL},
+    {"GET", "/dlq", false, h_dlq_list, "limit status reason topic tenant", NULL},
+    {"GET", "/dlq/{id}", false, h_dlq_one, NULL, NULL},
+    {"GET", "/admin/policies", false, h_policies, NULL, NULL},
+    {"GET", "/stats", false, h_stats, "window_s bin_s", NULL},
+    {"POST", "/admin/reload", false, h_reload, NULL, NULL},
+    {NULL, NULL, false, NULL, NULL, NULL},
 };

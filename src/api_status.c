@@ -24,6 +24,6 @@ static void h_status_page(struct http_req *rq, struct http_resp *rs)
 }
 
 const struct http_route api_status_routes[] = {
-    {"GET", "/", true, h_status_page},
-    {NULL, NULL, false, NULL},
+    {"GET", "/", true, h_status_page, NULL, NULL},
+    {NULL, NULL, false, NULL, NULL, NULL},
 };

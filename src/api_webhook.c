@@ -3,8 +3,9 @@
  * A signature is accepted once: it is kept in PostgreSQL (webhook_signatures), so a
  * captured request cannot be replayed, not even against another instance or after a
  * restart. It is recorded in the transaction that creates its job (api_replay.c), so a
- * crash in between cannot leave a used signature without its job. The job is tagged by the
- * replay_source hook (default "webhook"). */
+ * crash in between cannot leave a used signature without its job; a signed request that
+ * creates no job (a dry run, a refusal) records it too, after its answer is known. The job is
+ * tagged by the replay_source hook (default "webhook"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,17 +47,38 @@ static bool verify(struct http_req *rq, struct http_resp *rs, const char *secret
     }
 }
 
-static void h_webhook(struct http_req *rq, struct http_resp *rs)
+/* Records a signature whose request created no job (a dry run, a refusal): every signed
+ * request uses its signature up (CONTRACT 9.3). When another request recorded it first,
+ * the answer becomes 409; when PostgreSQL cannot record it, 503 (the answer could be had
+ * again otherwise). */
+static void record_signature(struct http_req *rq, struct http_resp *rs, const char *sig)
 {
-    const char *secret = rq->cfg->webhooks.secret;
-    if (!secret || !*secret) {
-        http_error(rs, 404, "not_found", "webhooks are off: webhooks.secret is not set");
-        return;
+    struct http_resp tmp = {0};
+    PGconn *c = http_db(rq, &tmp);
+    if (c) {
+        const char *p[] = {sig};
+        PGresult *res = http_exec(rq, &tmp, c, SQL_WEBHOOK_SEEN, 1, p);
+        if (res && PQntuples(res) == 0) api_webhook_replayed(&tmp);
+        PQclear(res);
+        http_db_done(rq, c);
     }
-    char sig[65];
-    if (!verify(rq, rs, secret, sig)) return;
+    if (tmp.status) {
+        rs->status = tmp.status;
+        buf_reset(&rs->body);
+        buf_append(&rs->body, tmp.body.data, tmp.body.len);
+    }
+    buf_free(&tmp.body);
+}
+
+static void run_webhook(struct http_req *rq, struct http_resp *rs, const char *sig)
+{
     struct jsonv *body = http_json_body(rq, rs, true);
     if (!body) return;
+    bool ids = jsonv_get(body, "ids") != NULL;
+    if (!http_body_known(rq, rs, body, ids ? BATCH_FIELDS : RANGE_FIELDS)) {
+        jsonv_free(body);
+        return;
+    }
     PGconn *c = http_db(rq, rs);
     if (!c) {
         jsonv_free(body);
@@ -67,34 +89,40 @@ static void h_webhook(struct http_req *rq, struct http_resp *rs)
     bool used = seen && PQntuples(seen) > 0;
     PQclear(seen);
     http_db_done(rq, c);
-    if (!seen) {
+    if (seen && used) api_webhook_replayed(rs);
+    if (!seen || used) {
         jsonv_free(body);
         return;
     }
-    if (used) {
-        api_webhook_replayed(rs);
-        jsonv_free(body);
-        return;
-    }
-    /* recorded with the job (start_bulk_job), or below when replay_guard refused it; a
-     * request that did nothing else may be corrected and signed again */
+    /* a job records the signature in the transaction that creates it (start_bulk_job) */
     rq->webhook_sig = sig;
-    if (jsonv_get(body, "ids"))
+    if (ids)
         api_batch_job(rq, rs, body, "webhook", "webhook");
     else
         api_range_job(rq, rs, body, "webhook", "webhook");
-    if (rs->status == 422) {
-        c = http_db(rq, rs);
-        if (c) {
-            PQclear(PQexecParams(c, SQL_WEBHOOK_SEEN, 1, NULL, p, NULL, NULL, 0));
-            http_db_done(rq, c);
-        }
-    }
     rq->webhook_sig = NULL;
     jsonv_free(body);
 }
 
+static void h_webhook(struct http_req *rq, struct http_resp *rs)
+{
+    const char *secret = rq->cfg->webhooks.secret;
+    if (!secret || !*secret) {
+        http_error(rs, 404, "not_found", "webhooks are off: webhooks.secret is not set");
+        return;
+    }
+    char sig[65];
+    if (!verify(rq, rs, secret, sig)) return;
+    run_webhook(rq, rs, sig);
+    /* whatever else it was (a dry run, a 400, a 422 of replay_guard), the signed request
+     * used its signature up; only a job (202) has recorded it already, and a 5xx did
+     * nothing and may be sent again */
+    if (rs->status != 202 && rs->status != 409 && rs->status < 500) record_signature(rq, rs, sig);
+}
+
 const struct http_route api_webhook_routes[] = {
-    {"POST", "/webhooks/replay", true, h_webhook},
-    {NULL, NULL, false, NULL},
+    /* the body is checked against its form (ids or a range) by h_webhook; nothing comes
+     * from the query string: it is not signed */
+    {"POST", "/webhooks/replay", true, h_webhook, NULL, BATCH_FIELDS " " RANGE_FIELDS},
+    {NULL, NULL, false, NULL, NULL, NULL},
 };

@@ -40,6 +40,8 @@ struct http_server {
 struct conn_state {
     struct http_req rq;
     int64_t start_us;
+    bool started;  /* the access handler has seen the request head */
+    bool uri_nul;  /* the raw request target holds a %00 */
     bool rejected; /* a response was queued before the body was read */
 };
 
@@ -48,6 +50,20 @@ static int64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The raw request target, before libmicrohttpd decodes it: a %00 would cut the decoded
+ * path or parameter short ("/events/1%00/lineage" read as "/events/1"), so it is noted
+ * here and refused (CONTRACT 9.3). libmicrohttpd hands the returned state to the access
+ * handler and always to the completion callback, which frees it. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    struct conn_state *st = xcalloc(1, sizeof *st);
+    st->start_us = now_us();
+    st->uri_nul = strstr(uri, "%00") != NULL;
+    return st;
 }
 
 static void sha256(const void *p, size_t n, unsigned char out[32])
@@ -191,7 +207,98 @@ struct jsonv *http_json_body(struct http_req *rq, struct http_resp *rs, bool req
         http_error(rs, 400, "bad_request", "the body must be a JSON object");
         return NULL;
     }
+    if (!http_body_known(rq, rs, v, rq->body_keys)) {
+        jsonv_free(v);
+        return NULL;
+    }
     return v;
+}
+
+/* ---- strict input (CONTRACT 9.3) --------------------------------------------------------- */
+
+/* Is `w` (n bytes) one of the space-separated words of `list`? */
+static bool word_in(const char *list, const char *w, size_t n)
+{
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, " ");
+        if (len == n && memcmp(p, w, n) == 0) return true;
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    return false;
+}
+
+/* Names gathered for one error message: the unknown ones and the repeated ones. */
+struct strict_names {
+    const char *known;
+    struct buf unknown, twice, seen; /* seen: every name so far, each followed by a space */
+};
+
+static void strict_note(struct strict_names *sn, const char *name)
+{
+    size_t n = strlen(name);
+    if (word_in(sn->seen.data, name, n)) {
+        if (!word_in(sn->twice.data, name, n)) buf_printf(&sn->twice, "%s ", name);
+    } else {
+        buf_printf(&sn->seen, "%s ", name);
+        if (!word_in(sn->known, name, n)) buf_printf(&sn->unknown, "%s ", name);
+    }
+}
+
+/* A 400 naming the unknown and the repeated names; false when there was none. */
+static bool strict_answer(struct strict_names *sn, struct http_resp *rs, const char *where,
+                          const char *route)
+{
+    bool bad = sn->unknown.len || sn->twice.len;
+    if (sn->unknown.len) {
+        sn->unknown.data[--sn->unknown.len] = '\0';
+        http_error(rs, 400, "bad_request", "unknown %s: %s (%s takes %s)", where, sn->unknown.data,
+                   route ? route : "this endpoint", sn->known && *sn->known ? sn->known : "none");
+    } else if (sn->twice.len) {
+        sn->twice.data[--sn->twice.len] = '\0';
+        http_error(rs, 400, "bad_request", "%s given more than once: %s", where, sn->twice.data);
+    }
+    buf_free(&sn->unknown);
+    buf_free(&sn->twice);
+    buf_free(&sn->seen);
+    return bad;
+}
+
+bool http_body_known(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                     const char *known)
+{
+    struct strict_names sn = {.known = known};
+    for (size_t i = 0; body && body->type == JV_OBJECT && i < body->n; i++)
+        strict_note(&sn, body->keys[i]);
+    return !strict_answer(&sn, rs, "body field(s)", rq->route);
+}
+
+static enum MHD_Result note_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    (void)value;
+    (void)value_size;
+    strict_note(cls, key);
+    return MHD_YES;
+}
+
+/* Every query parameter is one the route takes, once; false with a 400 answer. */
+static bool query_known(struct http_req *rq, struct http_resp *rs, const char *known)
+{
+    struct strict_names sn = {.known = known};
+    MHD_get_connection_values_n(rq->conn, MHD_GET_ARGUMENT_KIND, note_query_arg, &sn);
+    return !strict_answer(&sn, rs, "query parameter(s)", rq->route);
+}
+
+/* A route that takes no body may get none, or an empty JSON object. */
+static bool no_body(struct http_req *rq, struct http_resp *rs)
+{
+    struct jsonv *v = http_json_body(rq, rs, false);
+    jsonv_free(v);
+    return v != NULL;
 }
 
 void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
@@ -363,6 +470,9 @@ static void dispatch(struct http_server *s, struct conn_state *st, struct http_r
                    s->cfg->http.max_body_bytes);
         return;
     }
+    rq->body_keys = hit->body;
+    if (!query_known(rq, rs, hit->query)) return;
+    if (!hit->body && !no_body(rq, rs)) return;
     hit->fn(rq, rs);
 }
 
@@ -373,29 +483,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     struct http_server *s = cls;
     struct conn_state *st = *con_cls;
-    if (!st) {
-        st = xcalloc(1, sizeof *st);
-        st->start_us = now_us();
+    if (!st) *con_cls = st = on_uri(NULL, "", conn); /* not reached: on_uri made it */
+    if (!st->started) {
+        st->started = true;
         st->rq.method = method;
         st->rq.path = url;
         st->rq.conn = conn;
         st->rq.cfg = s->cfg;
         st->rq.pool = s->pool;
         st->rq.env = s->env;
-        *con_cls = st;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoll(cl, NULL, 10) > s->cfg->http.max_body_bytes) {
-            /* refuse before reading a byte of it */
-            struct http_resp rs = {0};
+        struct http_resp rs = {0};
+        if (st->uri_nul)
+            http_error(&rs, 400, "bad_request", "the path or the query holds a NUL (%%00)");
+        else if (cl && strtoll(cl, NULL, 10) > s->cfg->http.max_body_bytes)
             http_error(&rs, 413, "body_too_large", "the body is over http.max_body_bytes (%ld)",
                        s->cfg->http.max_body_bytes);
-            st->rejected = true;
-            enum MHD_Result ret = send_resp(conn, &rs);
-            finish_log(st, 413);
-            buf_free(&rs.body);
-            return ret;
-        }
-        return MHD_YES;
+        else
+            return MHD_YES;
+        /* refuse before reading a byte of the body */
+        st->rejected = true;
+        enum MHD_Result ret = send_resp(conn, &rs);
+        finish_log(st, rs.status);
+        buf_free(&rs.body);
+        return ret;
     }
     if (st->rejected) {
         *upload_size = 0;
@@ -432,6 +543,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- /metrics ---------------------------------------------------------------------------- */
 
+/* The metrics listener keeps no state per request: these mark where a request is. */
+static char metrics_uri_ok, metrics_uri_nul, metrics_head_ok, metrics_head_nul;
+
+static void *on_metrics_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    return strstr(uri, "%00") ? &metrics_uri_nul : &metrics_uri_ok;
+}
+
 static const char SQL_METRIC_GAUGES[] =
     "SELECT (SELECT count(*) FROM dead_letter_queue WHERE status = 'pending'),"
     " (SELECT count(*) FROM replay_jobs WHERE status = 'running')";
@@ -444,12 +565,15 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
     (void)upload_data;
     (void)upload_size;
     struct http_server *s = cls;
-    if (!*con_cls) {
-        *con_cls = conn;
+    if (*con_cls == &metrics_uri_ok || *con_cls == &metrics_uri_nul) {
+        /* the head: answer once the (ignored) body is in */
+        *con_cls = *con_cls == &metrics_uri_ok ? &metrics_head_ok : &metrics_head_nul;
         return MHD_YES;
     }
     struct http_resp rs = {.status = 200};
-    if (strcmp(url, "/metrics") != 0) {
+    if (*con_cls != &metrics_head_ok) {
+        http_error(&rs, 400, "bad_request", "the path or the query holds a NUL (%%00)");
+    } else if (strcmp(url, "/metrics") != 0) {
         http_error(&rs, 404, "not_found", "the metrics are at /metrics");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         rs.allow = "GET";
@@ -479,7 +603,9 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
 
 static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen,
                                        MHD_AccessHandlerCallback fn,
-                                       MHD_RequestCompletedCallback done, char **err)
+                                       MHD_RequestCompletedCallback done,
+                                       void *(*uri)(void *, const char *, struct MHD_Connection *),
+                                       char **err)
 {
     struct sockaddr_storage ss;
     if (!listen_addr_parse(listen, &ss, err)) return NULL;
@@ -491,7 +617,7 @@ static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)PER_IP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, done,
-        s, MHD_OPTION_END);
+        s, MHD_OPTION_URI_LOG_CALLBACK, uri, NULL, MHD_OPTION_END);
     if (!d) {
         struct buf m = {0};
         buf_printf(&m, "cannot listen on %s (address in use or not available)", listen);
@@ -520,9 +646,9 @@ struct http_server *http_start(const struct config *cfg, struct replay_env *env,
             pgarray_free(&a);
         }
     }
-    s->api = start_daemon(s, cfg->http.listen, on_request, on_completed, err);
+    s->api = start_daemon(s, cfg->http.listen, on_request, on_completed, on_uri, err);
     if (!s->api) goto error;
-    s->metrics = start_daemon(s, cfg->metrics.listen, on_metrics, NULL, err);
+    s->metrics = start_daemon(s, cfg->metrics.listen, on_metrics, NULL, on_metrics_uri, err);
     if (!s->metrics) goto error;
     log_info("HTTP API on %s%s, metrics on %s/metrics", cfg->http.listen,
              nt ? "" : " (no tokens: loopback only, no authentication)", cfg->metrics.listen);

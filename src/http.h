@@ -33,6 +33,7 @@ struct http_req {
     struct db_pool *pool;
     struct replay_env *env;
     const char *webhook_sig; /* a webhook's signature: recorded with the job it creates */
+    const char *body_keys;   /* the body members the route takes (http_route.body) */
 };
 
 struct http_resp {
@@ -50,6 +51,11 @@ struct http_route {
     const char *pattern; /* "/events/{id}" : each {x} matches one path segment */
     bool open;           /* served without a token (/health, /ready) */
     http_handler fn;
+    /* Strict input (CONTRACT 9.3): the query parameters and the JSON body members the
+     * route takes, space-separated; NULL takes none. Anything else is a 400 naming it,
+     * before the handler runs (the query) or when it reads the body (http_json_body). */
+    const char *query;
+    const char *body;
 };
 
 /* Starts the API and the metrics listener. NULL and *err on failure (e.g. address in use). */
@@ -85,8 +91,13 @@ void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql,
                      const char *const *params, const char *not_found_msg);
 
 /* The body as a JSON object. An empty body gives an empty object unless required. NULL
- * (with a 400 answer in rs) when it is not a JSON object. The caller frees. */
+ * (with a 400 answer in rs) when it is not a JSON object, or when it has a member the
+ * route does not take (http_route.body) or one member twice. The caller frees. */
 struct jsonv *http_json_body(struct http_req *rq, struct http_resp *rs, bool required);
+/* True when every member of the object is one of `known` (space-separated); false with
+ * a 400 answer naming the others. */
+bool http_body_known(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
+                     const char *known);
 
 /* Borrows a pooled connection; NULL with a 503 answer in rs. */
 PGconn *http_db(struct http_req *rq, struct http_resp *rs);
