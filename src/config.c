@@ -55,6 +55,10 @@ static const struct opt http_opts[] = {
     STR("listen", http.listen, "127.0.0.1:9106"),
     {"tokens", OPT_TOKENS, OFF(http.tokens), NULL, 0, 0, 0, NULL},
     INT("max_body_bytes", http.max_body_bytes, 1048576, 1024, 64 * 1048576L),
+    /* each connection has a thread of its own (the handlers block on PostgreSQL and Kafka) */
+    INT("max_connections", http.max_connections, 512, 16, 4096),
+    INT("max_connections_per_ip", http.max_connections_per_ip, 64, 1, 4096),
+    INT("request_timeout_s", http.request_timeout_s, 10, 1, 3600),
     END,
 };
 static const struct opt metrics_opts[] = {STR("listen", metrics.listen, "127.0.0.1:9105"), END};
@@ -398,6 +402,9 @@ static void validate(struct loader *ld)
     if (strcmp(c->log.format, "text") != 0 && strcmp(c->log.format, "json") != 0)
         problem(ld, "log.format", "must be \"text\" or \"json\", not \"%s\"", c->log.format);
     validate_listen(ld);
+    if (c->http.max_connections_per_ip > c->http.max_connections)
+        problem(ld, "http.max_connections_per_ip", "%ld is over http.max_connections (%ld)",
+                c->http.max_connections_per_ip, c->http.max_connections);
     char *kerr = NULL;
     if (!kafka_conf_check(c, &kerr)) {
         /* the consumer and the producer would refuse it at start-up */

@@ -47,6 +47,9 @@ struct config {
         struct api_token *tokens;
         size_t ntokens;
         long max_body_bytes;
+        long max_connections;        /* open at once, in all */
+        long max_connections_per_ip; /* open at once from one address */
+        long request_timeout_s;      /* for a whole request, head and body */
     } http;
     struct {
         char *listen;

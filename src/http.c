@@ -14,14 +14,15 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "http_guard.h"
 #include "json.h"
 #include "listen_addr.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
 
-#define MAX_CONNECTIONS 256
-#define PER_IP_CONNECTIONS 64
+/* an answer the client does not read, or a connection libmicrohttpd holds after the
+ * guard's deadline, is dropped after this long without progress */
 #define CONNECTION_TIMEOUT_S 30
 #define POOL_SIZE 8
 #define POOL_WAIT_MS 3000
@@ -31,6 +32,7 @@ struct http_server {
     const struct config *cfg;
     struct MHD_Daemon *api;
     struct MHD_Daemon *metrics;
+    struct http_guard *api_guard, *metrics_guard;
     struct db_pool *pool;
     struct replay_env *env;
     unsigned char (*token_hashes)[32]; /* sha256 of each configured token */
@@ -520,6 +522,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    http_guard_request_in(conn);
     struct http_resp rs = {.status = 200};
     dispatch(s, st, &rs);
     enum MHD_Result ret = send_resp(conn, &rs);
@@ -532,8 +535,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
     (void)toe;
+    http_guard_request_done(conn);
     struct conn_state *st = *con_cls;
     if (!st) return;
     buf_free(&st->rq.body);
@@ -570,6 +573,7 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
         *con_cls = *con_cls == &metrics_uri_ok ? &metrics_head_ok : &metrics_head_nul;
         return MHD_YES;
     }
+    http_guard_request_in(conn);
     struct http_resp rs = {.status = 200};
     if (*con_cls != &metrics_head_ok) {
         http_error(&rs, 400, "bad_request", "the path or the query holds a NUL (%%00)");
@@ -599,25 +603,44 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
     return ret;
 }
 
+static void on_metrics_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)con_cls;
+    (void)toe;
+    http_guard_request_done(conn);
+}
+
 /* ---- start and stop ---------------------------------------------------------------------- */
 
+/* A listener: a thread per connection (the handlers block on PostgreSQL and Kafka), poll(2)
+ * rather than select(2) (no FD_SETSIZE bound), http.max_connections in all and
+ * http.max_connections_per_ip from one address, and a guard that holds every request to
+ * http.request_timeout_s and makes room near the limit (http_guard.h). */
 static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen,
                                        MHD_AccessHandlerCallback fn,
                                        MHD_RequestCompletedCallback done,
                                        void *(*uri)(void *, const char *, struct MHD_Connection *),
-                                       char **err)
+                                       struct http_guard **guard, char **err)
 {
     struct sockaddr_storage ss;
     if (!listen_addr_parse(listen, &ss, err)) return NULL;
-    unsigned flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    unsigned max = (unsigned)s->cfg->http.max_connections;
+    /* the last eighth is kept for newcomers: past it, each one closes the oldest
+     * connection still sending its request */
+    *guard = http_guard_create(listen, s->cfg->http.request_timeout_s * 1000, max - max / 8, err);
+    if (!*guard) return NULL;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, fn, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)PER_IP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, done,
-        s, MHD_OPTION_URI_LOG_CALLBACK, uri, NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, max, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)s->cfg->http.max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, done, s, MHD_OPTION_URI_LOG_CALLBACK, uri, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, *guard, MHD_OPTION_END);
     if (!d) {
         struct buf m = {0};
         buf_printf(&m, "cannot listen on %s (address in use or not available)", listen);
@@ -646,9 +669,11 @@ struct http_server *http_start(const struct config *cfg, struct replay_env *env,
             pgarray_free(&a);
         }
     }
-    s->api = start_daemon(s, cfg->http.listen, on_request, on_completed, on_uri, err);
+    s->api =
+        start_daemon(s, cfg->http.listen, on_request, on_completed, on_uri, &s->api_guard, err);
     if (!s->api) goto error;
-    s->metrics = start_daemon(s, cfg->metrics.listen, on_metrics, NULL, on_metrics_uri, err);
+    s->metrics = start_daemon(s, cfg->metrics.listen, on_metrics, on_metrics_done, on_metrics_uri,
+                              &s->metrics_guard, err);
     if (!s->metrics) goto error;
     log_info("HTTP API on %s%s, metrics on %s/metrics", cfg->http.listen,
              nt ? "" : " (no tokens: loopback only, no authentication)", cfg->metrics.listen);
@@ -663,6 +688,8 @@ void http_stop(struct http_server *s)
     if (!s) return;
     if (s->api) MHD_stop_daemon(s->api);
     if (s->metrics) MHD_stop_daemon(s->metrics);
+    http_guard_destroy(s->api_guard);
+    http_guard_destroy(s->metrics_guard);
     db_pool_destroy(s->pool);
     for (size_t i = 0; i < s->cfg->http.ntokens; i++)
         free(s->tenant_scopes[i]);

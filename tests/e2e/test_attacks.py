@@ -654,16 +654,14 @@ def _fds(pid: int) -> int:
 
 
 def test_idle_connections_are_bounded_per_address_and_in_all(kafka, db, topic, sink, tmp_path):
-    """src/http.c: MAX_CONNECTIONS 256, PER_IP_CONNECTIONS 64, CONNECTION_TIMEOUT_S 30.
-    What happens, measured:
+    """http.max_connections 512, http.max_connections_per_ip 64, http.request_timeout_s 10
+    (src/http.c, src/http_guard.c). What happens, measured:
     - one address opening 300 idle sockets gets at most 64 of them accepted (the rest are
       closed at once); every other address is still answered, the flooding one is not;
-    - idle sockets are closed by the server after about 30 s;
-    - 300 idle sockets from 5 addresses: the server accepts at most 256 (its open file
-      descriptors say so) and then stops accepting: the rest wait in the kernel's listen
-      backlog, and so does every new client, whatever its address, until idle connections
-      time out -- the limit bounds the server's resources, it does not keep the API
-      available (a finding, see the report);
+    - idle sockets are closed by the server after about 10 s (the request deadline);
+    - 300 idle sockets from 5 addresses are held (the server's open file descriptors say
+      so), and a client from a 6th address is still answered (tests/e2e/
+      test_slow_clients.py: past 7/8 of the limit newcomers close the oldest idle ones);
     - the metrics listener is a daemon of its own and answers throughout;
     - once the idle sockets go, everybody is served again at once."""
     w = World(kafka, db, topic, sink, tmp_path)
@@ -697,7 +695,7 @@ def test_idle_connections_are_bounded_per_address_and_in_all(kafka, db, topic, s
         print(f"a request from the flooding address itself: {same}")
         assert same != 200
         assert metrics_ok()
-        # the idle ones are closed after CONNECTION_TIMEOUT_S
+        # the idle ones are closed after http.request_timeout_s
         t0 = time.monotonic()
         open_ones = [s for s in socks if s.fileno() >= 0]
 
@@ -706,13 +704,13 @@ def test_idle_connections_are_bounded_per_address_and_in_all(kafka, db, topic, s
         harness.wait_for(all_closed, 60, interval=1, what="the server to close idle sockets")
         took = time.monotonic() - t0 + 1
         print(f"idle sockets closed by the server after {took:.0f} s")
-        assert took <= 45
+        assert took <= 20
         assert health_from(host, port, "127.0.0.1") == 200
     finally:
         for s in socks:
             s.close()
 
-    # several addresses, more than MAX_CONNECTIONS in all
+    # several addresses, more than the old limit of 256 in all
     sources = [f"127.0.0.{i}" for i in range(10, 15)]
     socks, refused = _open_idle(host, port, 5 * 60, sources)
     try:
@@ -721,7 +719,8 @@ def test_idle_connections_are_bounded_per_address_and_in_all(kafka, db, topic, s
         other = health_from(host, port, "127.0.0.3", timeout=5)
         print(f"300 idle sockets from 5 addresses: the server holds {server_fds} more fds, "
               f"{refused} refused; a client from a 6th address got {other}")
-        assert server_fds <= 256 + 8, f"the connection limit (256) did not hold: {server_fds}"
+        assert server_fds <= 300 + 8, f"the server holds {server_fds} more fds"
+        assert other == 200, f"a client from a 6th address got {other}"
         assert metrics_ok(), "the metrics listener suffered"
     finally:
         for s in socks:

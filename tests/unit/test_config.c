@@ -339,6 +339,24 @@ static void test_startup_refusals(void **state)
                             "['enable.auto.commit'] = false } } }"));
 }
 
+static void test_connection_limits(void **state)
+{
+    struct fx *fx = *state;
+    struct config *c = load_ok(fx, MIN_CONF);
+    assert_int_equal(c->http.max_connections, 512);
+    assert_int_equal(c->http.max_connections_per_ip, 64);
+    assert_int_equal(c->http.request_timeout_s, 10);
+    config_free(c);
+    load_err(fx,
+             "return { postgres = { dsn = 'x' }, http = { max_connections = 32, "
+             "max_connections_per_ip = 33 } }",
+             "http.max_connections_per_ip", NULL);
+    load_err(fx, "return { postgres = { dsn = 'x' }, http = { request_timeout_s = 0 } }",
+             "http.request_timeout_s", NULL);
+    load_err(fx, "return { postgres = { dsn = 'x' }, http = { max_connections = 100000 } }",
+             "http.max_connections", NULL);
+}
+
 static void test_token_validation(void **state)
 {
     struct fx *fx = *state;
@@ -488,6 +506,7 @@ int main(void)
         T(test_validation),
         T(test_http_listen_and_tokens),
         T(test_startup_refusals),
+        T(test_connection_limits),
         T(test_token_validation),
         T(test_tokens_as_a_map_are_refused),
         T(test_relative_paths),
