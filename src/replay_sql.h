@@ -64,12 +64,14 @@
  * resolve_unknown) and that the journal holds: counted sent, with the journal row's
  * position. Returns how many. Only verified replays carry a job id (replay_auth.h). */
 #define SQL_REPLAY_ITEMS_FOUND                                                                     \
-    "WITH f AS (SELECT i.seq, j.topic, j.kafka_partition, j.kafka_offset"                          \
-    "  FROM replay_job_items i CROSS JOIN LATERAL (SELECT j.topic, j.kafka_partition,"             \
-    "   j.kafka_offset FROM event_journal j WHERE j.replay_job_id = i.job_id"                      \
-    "   AND (j.replayed_from_event_id = i.event_id OR j.replayed_from_dlq_id = i.dlq_id)"          \
-    "   LIMIT 1) j"                                                                                \
-    "  WHERE i.job_id = $1::bigint AND i.status = 'pending' AND i.error IS NOT NULL),"             \
+    "WITH u AS MATERIALIZED (SELECT seq, event_id, dlq_id FROM replay_job_items"                   \
+    "  WHERE job_id = $1::bigint AND status = 'pending' AND error IS NOT NULL),"                   \
+    " f AS (SELECT u.seq, j.topic, j.kafka_partition, j.kafka_offset FROM u"                       \
+    "  JOIN event_journal j ON j.replay_job_id = $1::bigint"                                       \
+    "   AND j.replayed_from_event_id = u.event_id"                                                 \
+    "  UNION ALL SELECT u.seq, j.topic, j.kafka_partition, j.kafka_offset FROM u"                  \
+    "  JOIN event_journal j ON j.replay_job_id = $1::bigint"                                       \
+    "   AND j.replayed_from_dlq_id = u.dlq_id),"                                                   \
     " upd AS (UPDATE replay_job_items i SET status = 'sent', error = NULL,"                        \
     "  kafka_topic = f.topic, kafka_partition = f.kafka_partition,"                                \
     "  kafka_offset = f.kafka_offset, sent_at = now()"                                             \
