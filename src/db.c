@@ -460,43 +460,64 @@ static bool plain_original(const struct batch_item *it)
            !d->replayed_from_dlq_id && !d->replay_job_id;
 }
 
-/* Appends a COPY text field: \N for NULL, else the bytes with \, tab, newline and
- * carriage return escaped. */
-static void copy_field(struct buf *b, const char *s, size_t n, bool last)
+/* COPY ... (FORMAT binary): a field is its length (int32, -1 for NULL) and its bytes in the
+ * type's binary form. No text escaping on either side, and the Kafka timestamp goes as an
+ * integer instead of timestamptz text that PostgreSQL would have to parse. */
+static void bin_u16(struct buf *b, uint16_t v)
 {
-    if (!s) {
-        buf_append(b, "\\N", 2);
-    } else {
-        buf_reserve(b, n + 8);
-        size_t run = 0;
-        for (size_t i = 0; i < n; i++) {
-            char c = s[i];
-            const char *esc = c == '\\'   ? "\\\\"
-                              : c == '\t' ? "\\t"
-                              : c == '\n' ? "\\n"
-                              : c == '\r' ? "\\r"
-                                          : NULL;
-            if (!esc) continue;
-            buf_append(b, s + run, i - run);
-            buf_append(b, esc, 2);
-            run = i + 1;
-        }
-        buf_append(b, s + run, n - run);
-    }
-    buf_putc(b, last ? '\n' : '\t');
+    unsigned char x[2] = {(unsigned char)(v >> 8), (unsigned char)v};
+    buf_append(b, x, 2);
 }
 
-/* The record's Kafka timestamp as COPY text ("2026-12-01 18:10:05.123+00"), or NULL when it
- * has none. */
-static const char *kafka_ts_text(int64_t ms, char out[48])
+static void bin_u32(struct buf *b, uint32_t v)
 {
-    if (ms <= 0) return NULL;
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(out, 48, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(out + n, 48 - n, ".%03d+00", (int)(ms % 1000));
-    return out;
+    unsigned char x[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    buf_append(b, x, 4);
+}
+
+static void bin_u64(struct buf *b, uint64_t v)
+{
+    bin_u32(b, (uint32_t)(v >> 32));
+    bin_u32(b, (uint32_t)v);
+}
+
+/* text (or a NULL when s is NULL) */
+static void bin_text(struct buf *b, const char *s, size_t n)
+{
+    if (!s) {
+        bin_u32(b, UINT32_MAX); /* -1 */
+        return;
+    }
+    bin_u32(b, (uint32_t)n);
+    buf_append(b, s, n);
+}
+
+/* jsonb: format version 1, then the JSON text */
+static void bin_jsonb(struct buf *b, const char *s, size_t n)
+{
+    if (!s) {
+        bin_u32(b, UINT32_MAX);
+        return;
+    }
+    bin_u32(b, (uint32_t)n + 1);
+    buf_putc(b, 1);
+    buf_append(b, s, n);
+}
+
+/* 1970-01-01 to 2000-01-01 (PostgreSQL's epoch), in milliseconds */
+#define PG_EPOCH_MS INT64_C(946684800000)
+
+/* The record's Kafka timestamp as timestamptz (microseconds since 2000-01-01 UTC), NULL
+ * when it has none. */
+static void bin_kafka_ts(struct buf *b, int64_t ms)
+{
+    if (ms <= 0) {
+        bin_u32(b, UINT32_MAX);
+        return;
+    }
+    bin_u32(b, 8);
+    bin_u64(b, (uint64_t)((ms - PG_EPOCH_MS) * 1000));
 }
 
 /* 1: copied (items marked), 0: a row-level problem (a duplicate, a constraint: the caller
@@ -506,38 +527,41 @@ static int copy_plain(struct db *db, struct batch_item *items, size_t n, size_t 
     struct buf *b = &db->copybuf, *tmp = &db->scratch;
     buf_reset(b);
     *copied = 0;
+    static const char signature[11] = "PGCOPY\n\377\r\n";
+    buf_append(b, signature, sizeof signature); /* the 11th byte is the NUL */
+    bin_u32(b, 0);                              /* flags */
+    bin_u32(b, 0);                              /* header extension length */
     for (size_t i = 0; i < n; i++) {
         if (!plain_original(&items[i])) continue;
         const struct record *r = items[i].rec;
         const struct decision *d = &items[i].d;
-        char num[24];
-        copy_field(b, d->tenant_id, strlen(d->tenant_id), false);
-        copy_field(b, d->event_type, d->event_type ? strlen(d->event_type) : 0, false);
-        copy_field(b, r->topic, strlen(r->topic), false);
-        snprintf(num, sizeof num, "%d", (int)r->partition);
-        copy_field(b, num, strlen(num), false);
-        snprintf(num, sizeof num, "%lld", (long long)r->offset);
-        copy_field(b, num, strlen(num), false);
+        bin_u16(b, 9); /* fields, in the order of SQL_JOURNAL_COPY */
+        bin_text(b, d->tenant_id, strlen(d->tenant_id));
+        bin_text(b, d->event_type, d->event_type ? strlen(d->event_type) : 0);
+        bin_text(b, r->topic, strlen(r->topic));
+        bin_u32(b, 4);
+        bin_u32(b, (uint32_t)r->partition);
+        bin_u32(b, 8);
+        bin_u64(b, (uint64_t)r->offset);
         if (r->key) {
             buf_reset(tmp);
             record_text(tmp, r->key, r->key_len);
-            copy_field(b, tmp->data ? tmp->data : "", tmp->len, false);
+            bin_text(b, tmp->data ? tmp->data : "", tmp->len);
         } else {
-            copy_field(b, NULL, 0, false);
+            bin_text(b, NULL, 0);
         }
         if (r->nheaders) {
             buf_reset(tmp);
             record_headers_json(r, tmp);
-            copy_field(b, tmp->data, tmp->len, false);
+            bin_jsonb(b, tmp->data, tmp->len);
         } else {
-            copy_field(b, NULL, 0, false);
+            bin_jsonb(b, NULL, 0);
         }
-        copy_field(b, r->value ? r->value : "", r->value_len, false);
-        char tsbuf[48];
-        const char *ts = kafka_ts_text(r->timestamp_ms, tsbuf);
-        copy_field(b, ts, ts ? strlen(ts) : 0, true);
+        bin_jsonb(b, r->value ? r->value : "", r->value_len);
+        bin_kafka_ts(b, r->timestamp_ms);
         (*copied)++;
     }
+    bin_u16(b, UINT16_MAX); /* trailer: -1 */
     if (*copied == 0) return 1;
     PGresult *res = PQexec(db->conn, SQL_JOURNAL_COPY);
     if (PQresultStatus(res) != PGRES_COPY_IN) {

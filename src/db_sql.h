@@ -130,10 +130,11 @@
     ")" SQL_JOURNAL_RESULT
 /* clang-format on */
 
-/* The plain originals of a batch (no replay marker): columns in the order of copy_plain(). */
+/* The plain originals of a batch (no replay marker): columns in the order of copy_plain(),
+ * binary COPY format. */
 #define SQL_JOURNAL_COPY                                                                           \
     "COPY event_journal (tenant_id, event_type, topic, kafka_partition, kafka_offset,"             \
-    " event_key, headers, payload, kafka_timestamp) FROM STDIN"
+    " event_key, headers, payload, kafka_timestamp) FROM STDIN (FORMAT binary)"
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
  * attempt on that entry (once per Kafka position) instead of adding a row. A record at a
