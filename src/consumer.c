@@ -138,7 +138,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("kafka: %d partition(s) assigned", parts->cnt);
-        position_check_assign(rk, parts);
+        position_check_assign(c->positions, rk, parts);
         rd_kafka_error_t *e = NULL;
         if (cooperative)
             e = rd_kafka_incremental_assign(rk, parts);
@@ -396,6 +396,11 @@ static void retry_failed_seeks(struct consumer *c)
 void consumer_set_seek_impl(struct consumer *c, consumer_seek_impl seek)
 {
     c->seek = seek ? seek : rd_kafka_seek_partitions;
+}
+
+bool consumer_take_check(struct consumer *c, const rd_kafka_message_t *m)
+{
+    return position_check_take(c->positions, rd_kafka_topic_name(m->rkt), m->partition, m->offset);
 }
 
 void consumer_reread(struct consumer *c, const rd_kafka_topic_partition_list_t *reused)

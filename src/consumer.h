@@ -53,6 +53,10 @@ void consumer_set_seek_impl(struct consumer *c, consumer_seek_impl seek);
  * reused position) whose log was replaced: position_check.h. */
 void consumer_reread(struct consumer *c, const rd_kafka_topic_partition_list_t *reused);
 
+/* True when m is the record a partition was started at, one before its committed offset
+ * (position_check.h): a redelivery to check, not to decide again. */
+bool consumer_take_check(struct consumer *c, const rd_kafka_message_t *m);
+
 /* Leaves the group (revoking, so the pipeline flushes first), waiting at most timeout_ms. */
 void consumer_close(struct consumer *c, int timeout_ms);
 

@@ -1,6 +1,7 @@
 #include "db.h"
 
 #include <stdio.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -136,6 +137,23 @@ PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
     log_warn("%s: %s", who, m && *m ? m : "PostgreSQL did not answer");
     PQclear(r);
     return NULL;
+}
+
+int db_position_holds(struct db *db, const struct record *r)
+{
+    if (!db_alive(db) || r->timestamp_ms <= 0) return -1;
+    char part[16], off[24], ts[24];
+    snprintf(part, sizeof part, "%d", (int)r->partition);
+    snprintf(off, sizeof off, "%" PRId64, r->offset);
+    snprintf(ts, sizeof ts, "%" PRId64, r->timestamp_ms);
+    struct buf key = {0};
+    if (r->key) record_text(&key, r->key, r->key_len);
+    const char *params[] = {r->topic, part, off, r->key ? (key.data ? key.data : "") : NULL, ts};
+    PGresult *res = PQexecParams(db->conn, SQL_POSITION_HOLDS, 5, NULL, params, NULL, NULL, 0);
+    int rc = PQresultStatus(res) == PGRES_TUPLES_OK ? PQgetvalue(res, 0, 0)[0] == 't' : -1;
+    PQclear(res);
+    buf_free(&key);
+    return rc;
 }
 
 bool db_load_replay_keys(struct db *db, char **err)

@@ -43,6 +43,9 @@ PGconn *db_conn(struct db *db);
 
 /* Loads the replay signing keys (replay_keys) into replay_auth's ring. */
 bool db_load_replay_keys(struct db *db, char **err);
+/* 1 when the journal or the DLQ holds this record at its position (same key and Kafka
+ * timestamp), 0 when not, -1 when that cannot be told (no timestamp, PostgreSQL down). */
+int db_position_holds(struct db *db, const struct record *r);
 
 /* Applies the migrations in sql/ not yet recorded in schema_migrations, each in its own
  * transaction, under an advisory lock so that two instances never race. */

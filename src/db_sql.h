@@ -190,6 +190,18 @@
     " UNION ALL SELECT id, reason, false, true, topic, kafka_partition, kafka_offset FROM reused"
 /* clang-format on */
 
+/* Whether the journal or the DLQ holds the record at $1 topic, $2 partition, $3 offset
+ * with $4 key and $5 Kafka timestamp (ms): the same record, stored already. */
+#define SQL_POSITION_HOLDS                                                                         \
+    "SELECT EXISTS (SELECT 1 FROM event_journal j WHERE j.topic = $1"                              \
+    "  AND j.kafka_partition = $2::int AND j.kafka_offset = $3::bigint"                            \
+    "  AND j.event_key IS NOT DISTINCT FROM $4 AND j.kafka_timestamp ="                            \
+    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond')"                              \
+    " OR EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.topic = $1"                             \
+    "  AND d.kafka_partition = $2::int AND d.kafka_offset = $3::bigint"                            \
+    "  AND d.event_key IS NOT DISTINCT FROM $4 AND d.kafka_timestamp ="                            \
+    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond')"
+
 /* The keys that sign replay markers (replay_auth.h), newest last. */
 #define SQL_REPLAY_KEYS "SELECT id, secret FROM replay_keys WHERE retired_at IS NULL ORDER BY id"
 

@@ -153,8 +153,26 @@ static void slot_fill(struct slot *s, rd_kafka_message_t *m)
     }
 }
 
+/* The record a partition was started at, one before its committed offset, when it is
+ * stored already (position_check.h): a redelivery, dropped before the policies decide it
+ * again (they may decide otherwise since a reload, and it would then be stored twice). */
+static bool stored_check_record(struct pipeline *p, rd_kafka_message_t *m)
+{
+    if (p->flushing || !consumer_take_check(p->consumer, m)) return false;
+    struct slot s;
+    slot_fill(&s, m);
+    int held = db_position_holds(p->db, &s.rec);
+    free(s.headers);
+    return held == 1;
+}
+
 static void add_message(struct pipeline *p, rd_kafka_message_t *m)
 {
+    if (stored_check_record(p, m)) {
+        metrics_events_consumed(rd_kafka_topic_name(m->rkt), 1);
+        rd_kafka_message_destroy(m);
+        return;
+    }
     if (p->flushing) {
         if (p->nheld == p->capheld) {
             p->capheld = p->capheld ? p->capheld * 2 : 64;

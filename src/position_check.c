@@ -11,12 +11,15 @@
 struct position_check {
     /* per partition re-read from its beginning: the last offset consumed when that began */
     rd_kafka_topic_partition_list_t *marks;
+    /* per partition started one record back: that record's offset, until it arrives */
+    rd_kafka_topic_partition_list_t *checks;
 };
 
 struct position_check *position_check_new(void)
 {
     struct position_check *pc = xcalloc(1, sizeof *pc);
     pc->marks = rd_kafka_topic_partition_list_new(8);
+    pc->checks = rd_kafka_topic_partition_list_new(8);
     return pc;
 }
 
@@ -24,6 +27,7 @@ void position_check_free(struct position_check *pc)
 {
     if (!pc) return;
     rd_kafka_topic_partition_list_destroy(pc->marks);
+    rd_kafka_topic_partition_list_destroy(pc->checks);
     free(pc);
 }
 
@@ -31,6 +35,19 @@ void position_check_forget(struct position_check *pc)
 {
     rd_kafka_topic_partition_list_destroy(pc->marks);
     pc->marks = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_destroy(pc->checks);
+    pc->checks = rd_kafka_topic_partition_list_new(8);
+}
+
+bool position_check_take(struct position_check *pc, const char *topic, int32_t partition,
+                         int64_t offset)
+{
+    rd_kafka_topic_partition_t *c =
+        rd_kafka_topic_partition_list_find(pc->checks, topic, partition);
+    if (!c) return false;
+    bool is = c->offset == offset;
+    rd_kafka_topic_partition_list_del(pc->checks, topic, partition); /* the first one decides */
+    return is;
 }
 
 #define POSITION_CHECK_MS 10000 /* at most this long reading committed offsets and watermarks */
@@ -45,7 +62,8 @@ void position_check_forget(struct position_check *pc)
  * partition whose committed offset is its first one, or out of range, starts at it as
  * before (auto.offset.reset decides); so does every partition when the offsets cannot be
  * read in time. */
-void position_check_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts)
+void position_check_assign(struct position_check *pc, rd_kafka_t *rk,
+                           rd_kafka_topic_partition_list_t *parts)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -77,6 +95,10 @@ void position_check_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *part
             rd_kafka_topic_partition_list_find(parts, c->topic, c->partition);
         if (p) {
             p->offset = c->offset - 1;
+            rd_kafka_topic_partition_t *k =
+                rd_kafka_topic_partition_list_find(pc->checks, c->topic, c->partition);
+            if (!k) k = rd_kafka_topic_partition_list_add(pc->checks, c->topic, c->partition);
+            k->offset = p->offset;
             checked++;
         }
     }

@@ -13,6 +13,9 @@
 #ifndef EVENTSINK_POSITION_CHECK_H
 #define EVENTSINK_POSITION_CHECK_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <librdkafka/rdkafka.h>
 
 struct position_check;
@@ -22,7 +25,15 @@ void position_check_free(struct position_check *pc);
 
 /* From the rebalance callback, before the assign: sets the start offsets in parts. Bounded
  * (10 s in all); what cannot be read in time starts at its committed offset. */
-void position_check_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts);
+void position_check_assign(struct position_check *pc, rd_kafka_t *rk,
+                           rd_kafka_topic_partition_list_t *parts);
+
+/* True when the record at (topic, partition, offset) is the one a partition was started
+ * at by position_check_assign (each partition's first record after it decides, once). The
+ * pipeline then drops it when the journal or the DLQ holds it already, whatever the
+ * policies would decide now: a redelivery is a no-op even after a policy change. */
+bool position_check_take(struct position_check *pc, const char *topic, int32_t partition,
+                         int64_t offset);
 
 /* reused: per partition, the lowest offset of a batch whose record was kept at a new
  * generation. Seeks each partition to its beginning, unless that offset is its first one
