@@ -1,6 +1,7 @@
 #include "consumer.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +271,49 @@ void consumer_close(struct consumer *c, int timeout_ms)
     rd_kafka_queue_destroy(q);
 }
 
+#define DESTROY_WAIT_MS 2000
+
+struct destroying {
+    rd_kafka_t *rk;
+    int flags;
+    atomic_bool done;
+};
+
+static void *destroy_thread(void *arg)
+{
+    struct destroying *d = arg;
+    rd_kafka_destroy_flags(d->rk, d->flags);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+/* rd_kafka_destroy() with a bound. librdkafka 2.0.2 can wait for ever for references it
+ * holds itself: seen after a subscribed topic was deleted and created again while the
+ * consumer ran. Everything is committed by then; the process is about to exit, and exiting
+ * releases what the client still holds. Returns false when it did not finish in time (the
+ * thread is left to it). */
+static bool destroy_bounded(rd_kafka_t *rk, int flags)
+{
+    struct destroying *d = xcalloc(1, sizeof *d);
+    d->rk = rk;
+    d->flags = flags;
+    pthread_t t;
+    if (pthread_create(&t, NULL, destroy_thread, d) != 0) {
+        rd_kafka_destroy_flags(rk, flags);
+        free(d);
+        return true;
+    }
+    for (int waited = 0; waited < DESTROY_WAIT_MS && !atomic_load(&d->done); waited += 20)
+        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    if (!atomic_load(&d->done)) {
+        pthread_detach(t);
+        return false; /* d stays with the thread */
+    }
+    pthread_join(t, NULL);
+    free(d);
+    return true;
+}
+
 void consumer_destroy(struct consumer *c)
 {
     if (!c) return;
@@ -277,8 +321,10 @@ void consumer_destroy(struct consumer *c)
     c->queue = NULL;
     if (c->rk) {
         consumer_close(c, 5000);
-        rd_kafka_destroy_flags(c->rk,
-                               c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
+        if (!destroy_bounded(c->rk, c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0))
+            log_warn("kafka: the consumer client did not shut down within %d ms (librdkafka "
+                     "still holds a deleted topic's partitions); exiting without waiting for it",
+                     DESTROY_WAIT_MS);
         c->rk = NULL;
     }
     lua_host_destroy(c->stats);
@@ -311,9 +357,36 @@ rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms)
     return NULL;
 }
 
+#define COMMIT_WAIT_MS 2000 /* a synchronous commit waits this long for the coordinator */
+
+/* A synchronous commit with a bound: rd_kafka_commit() itself waits for the coordinator as
+ * long as it takes (a coordinator that does not answer held a shutdown past 9 s). The
+ * answer comes on a queue of its own; without it in time, the commit may still land, and
+ * when it does not, the records are delivered again and skipped. */
+static void commit_bounded(struct consumer *c, rd_kafka_topic_partition_list_t *offsets)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, offsets, q, NULL, NULL);
+    if (!e) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, COMMIT_WAIT_MS);
+        if (ev) {
+            e = rd_kafka_event_error(ev);
+            rd_kafka_event_destroy(ev);
+        } else {
+            e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    commit_outcome(e);
+}
+
 void consumer_commit(struct consumer *c, rd_kafka_topic_partition_list_t *offsets, bool async)
 {
-    if (offsets->cnt) commit_outcome(rd_kafka_commit(c->rk, offsets, async ? 1 : 0));
+    if (!offsets->cnt) return;
+    if (async)
+        commit_outcome(rd_kafka_commit(c->rk, offsets, 1));
+    else
+        commit_bounded(c, offsets);
 }
 
 void consumer_pause(struct consumer *c, bool pause)

@@ -32,8 +32,8 @@ volatile sig_atomic_t pipeline_stop_requested = 0;
 #define SHUTDOWN_FLUSH_MS 6000 /* SIGTERM: the contract allows 10 s in all */
 #define SHUTDOWN_TOTAL_MS 8500
 #define REVOKE_FLUSH_MS 5000
-#define CANCEL_WAIT_MS 1500
-#define CONFLICT_TRIES 5 /* a cancelled write comes back within this */
+#define CANCEL_WAIT_MS 1500 /* a cancelled write comes back within this */
+#define CONFLICT_TRIES 5
 #define BACKOFF_MAX_MS 5000
 #define IDLE_PING_MS 2000
 #define LINGER_MS 5            /* a batch waits this long for more records when a writer is free */
