@@ -627,20 +627,19 @@ static struct MHD_Daemon *start_daemon(struct http_server *s, const char *listen
     struct sockaddr_storage ss;
     if (!listen_addr_parse(listen, &ss, err)) return NULL;
     unsigned max = (unsigned)s->cfg->http.max_connections;
-    /* the last eighth is kept for newcomers: past it, each one closes the oldest
-     * connection still sending its request */
-    *guard = http_guard_create(listen, s->cfg->http.request_timeout_s * 1000, max - max / 8, err);
+    *guard = http_guard_create(listen, s->cfg->http.request_timeout_s * 1000, max, err);
     if (!*guard) return NULL;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, fn, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_CONNECTION_LIMIT, max, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)s->cfg->http.max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, done, s, MHD_OPTION_URI_LOG_CALLBACK, uri, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, *guard, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, http_guard_socket_limit(max),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg->http.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_NOTIFY_COMPLETED, done,
+        s, MHD_OPTION_URI_LOG_CALLBACK, uri, NULL, MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify,
+        *guard, MHD_OPTION_END);
     if (!d) {
         struct buf m = {0};
         buf_printf(&m, "cannot listen on %s (address in use or not available)", listen);

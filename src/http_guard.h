@@ -2,9 +2,10 @@
  * connection has a deadline for its whole request, head and body, counted from the moment
  * it was accepted or its previous response was sent: a client that trickles a byte a
  * second is closed when it passes it (an inactivity timeout would be reset by every
- * byte). When the listener is near its connection limit, each new connection closes the
- * oldest one still sending its request, so that slow clients from any number of addresses
- * cannot keep /health and /ready from being answered.
+ * byte). When the listener is near its connection limit (7/8 of it), each new connection
+ * closes one still sending its request: the oldest of the address that holds the most of
+ * them, so that slow clients from any number of addresses cannot keep /health and /ready
+ * from being answered. Only when every other connection is busy is the newcomer closed.
  *
  * libmicrohttpd cannot be told to drop a connection from another thread; the guard
  * shuts its socket down (shutdown(2)), and the connection's own thread then sees the end
@@ -20,10 +21,12 @@
 
 struct http_guard;
 
-/* deadline_ms: for one request, head and body; evict_at: once this many connections are
- * open, a new one closes the oldest that is still sending its request. */
-struct http_guard *http_guard_create(const char *name, long deadline_ms, unsigned evict_at,
-                                     char **err);
+/* deadline_ms: for one request, head and body; max: connections open at once (the guard
+ * closes what is past it), 7/8 of it the point from which newcomers make room. */
+struct http_guard *http_guard_create(const char *name, long deadline_ms, unsigned max, char **err);
+/* libmicrohttpd's MHD_OPTION_CONNECTION_LIMIT for a guard of max: above max by the
+ * sockets the guard shut down whose threads have not closed them yet. */
+unsigned http_guard_socket_limit(unsigned max);
 /* Stops the sweeper. Call after MHD_stop_daemon (every connection is closed then). */
 void http_guard_destroy(struct http_guard *g);
 

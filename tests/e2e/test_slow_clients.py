@@ -2,8 +2,8 @@
 loopback addresses, must not keep the API from answering. Every request has a deadline for
 its head and body (http.request_timeout_s, 10 s) that a trickle of bytes does not reset;
 the connections are bounded per address (http.max_connections_per_ip) and in all
-(http.max_connections), and near that limit each new connection closes the oldest one
-still sending its request (src/http_guard.c)."""
+(http.max_connections), and near that limit each new connection closes one still sending
+its request, the oldest of the address holding the most (src/http_guard.c)."""
 
 from __future__ import annotations
 
@@ -190,4 +190,52 @@ def test_slow_connections_past_the_limit_make_room_for_new_ones(kafka, db, topic
             harness.wait_for(lambda: "to make room" in s.log_text(), 15, what="the log line")
     finally:
         slow.close()
+    assert s.alive()
+
+
+def test_a_flood_of_new_connections_does_not_keep_another_address_out(kafka, db, topic, sink):
+    """Connections opened as fast as one thread can from 12 addresses, each sending half a
+    request head: the ones that make room are the flood's (the address holding the most
+    unfinished connections gives up its oldest), and a burst is not refused while the
+    threads of the connections just closed are still finishing (libmicrohttpd's own limit
+    is above http.max_connections by half of it). /health and /ready from another address
+    are answered every time."""
+    s = sink(topics=[topic], dsn=db, overrides={"http": {
+        "max_connections": 64, "max_connections_per_ip": 32, "request_timeout_s": 30}})
+    host, port = listen_address(s, "http").rsplit(":", 1)
+    port = int(port)
+    sources = [f"127.0.0.{i}" for i in range(40, 52)]
+    stop = threading.Event()
+    socks: list[socket.socket] = []
+    opened = [0]
+
+    def flood():
+        i = 0
+        while not stop.is_set():
+            try:
+                c = socket.create_connection((host, port), timeout=5,
+                                             source_address=(sources[i % len(sources)], 0))
+                c.send(b"GET /health HTTP/1.1\r\n")
+                socks.append(c)
+                opened[0] += 1
+            except OSError:
+                pass
+            i += 1
+            if i % 50 == 0:
+                time.sleep(0.05)
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    try:
+        harness.wait_for(lambda: opened[0] >= 200, 15, what="the flood to open 200 connections")
+        problems: list[str] = []
+        probes = _probe(host, port, 6, problems, source="127.0.0.201")
+        print(f"{opened[0]} flood connections opened; {probes} probes")
+        assert not problems, f"{len(problems)} of {probes} probes failed: {problems[:10]}"
+    finally:
+        stop.set()
+        t.join(10)
+        for c in socks:
+            c.close()
+    harness.wait_for(lambda: "to make room for new ones" in s.log_text(), 15, what="the log line")
     assert s.alive()
