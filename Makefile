@@ -44,7 +44,7 @@ build/asan/eventsink: build/asan/obj/main.o $(ASAN_OBJ)
 asan: build/asan/eventsink
 
 # unit tests (cmocka), built and run under ASan+UBSan
-build/asan/unit/%: tests/unit/%.c $(ASAN_OBJ)
+build/asan/unit/%: tests/unit/%.c $(ASAN_OBJ) $(wildcard tests/unit/*.h)
 	@mkdir -p $(@D)
 	@echo "  LD    $@"; $(CC) $(CFLAGS) $(ASAN_FLAGS) -Wno-deprecated-declarations -o $@ $< $(ASAN_OBJ) $(LDLIBS) -lcmocka
 unit: $(UNIT:tests/unit/%.c=build/asan/unit/%)

@@ -17,11 +17,11 @@
 
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "config.h"
 #include "consumer.h"
 #include "log.h"
+#include "mock_kafka.h"
 
 #define TOPIC "unit.consumer"
 #define PER_PARTITION 20
@@ -62,29 +62,11 @@ static void test_partitions_resumed_while_revoked_come_back_unpaused(void **stat
     char errstr[512];
 
     /* the broker, with a two-partition topic holding records in both */
-    rd_kafka_conf_t *oc = rd_kafka_conf_new();
-    /* the handle only hosts the cluster: no bootstrap of its own, no warning about it */
-    assert_int_equal(rd_kafka_conf_set(oc, "log_level", "3", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *owner = rd_kafka_new(RD_KAFKA_PRODUCER, oc, errstr, sizeof errstr);
-    assert_non_null(owner);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(owner, 1);
-    assert_non_null(mc);
-    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, 2, 1), 0);
-    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
-
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
-    assert_non_null(prod);
+    struct mock_kafka k;
+    mock_kafka_start(&k, TOPIC, 2);
+    const char *bootstrap = k.bootstrap;
     for (int part = 0; part < 2; part++)
-        for (int i = 0; i < PER_PARTITION; i++)
-            assert_int_equal(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(TOPIC),
-                                               RD_KAFKA_V_PARTITION(part),
-                                               RD_KAFKA_V_VALUE("{}", 2), RD_KAFKA_V_END),
-                             0);
-    assert_int_equal(rd_kafka_flush(prod, 10000), 0);
+        mock_kafka_produce(&k, TOPIC, part, PER_PARTITION);
 
     /* our consumer, as the pipeline configures it */
     char *topics[] = {TOPIC};
@@ -115,16 +97,11 @@ static void test_partitions_resumed_while_revoked_come_back_unpaused(void **stat
 
     /* a second member joins: every partition is revoked (eager protocol) */
     rd_kafka_conf_t *c2 = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(c2, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    assert_int_equal(rd_kafka_conf_set(c2, "group.id", "unit-consumer", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    assert_int_equal(rd_kafka_conf_set(c2, "enable.auto.commit", "false", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    assert_int_equal(rd_kafka_conf_set(c2, "session.timeout.ms", "6000", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    assert_int_equal(rd_kafka_conf_set(c2, "heartbeat.interval.ms", "1000", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
+    mock_kafka_set(c2, "bootstrap.servers", bootstrap);
+    mock_kafka_set(c2, "group.id", "unit-consumer");
+    mock_kafka_set(c2, "enable.auto.commit", "false");
+    mock_kafka_set(c2, "session.timeout.ms", "6000");
+    mock_kafka_set(c2, "heartbeat.interval.ms", "1000");
     rd_kafka_t *other = rd_kafka_new(RD_KAFKA_CONSUMER, c2, errstr, sizeof errstr);
     assert_non_null(other);
     rd_kafka_poll_set_consumer(other);
@@ -165,9 +142,7 @@ static void test_partitions_resumed_while_revoked_come_back_unpaused(void **stat
     rd_kafka_consumer_close(other);
     rd_kafka_destroy(other);
     consumer_destroy(c);
-    rd_kafka_destroy(prod);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(owner);
+    mock_kafka_stop(&k);
 }
 
 static int failing_seeks;
@@ -202,25 +177,11 @@ static int64_t next_offset_of_p0(struct consumer *c, int ms)
 static void test_a_failed_seek_pauses_the_partition_until_a_seek_works(void **state)
 {
     (void)state;
-    char errstr[512];
-    rd_kafka_conf_t *oc = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(oc, "log_level", "3", errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *owner = rd_kafka_new(RD_KAFKA_PRODUCER, oc, errstr, sizeof errstr);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(owner, 1);
-    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC ".seek", 2, 1), 0);
-    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
-    rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    assert_int_equal(rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, errstr, sizeof errstr),
-                     RD_KAFKA_CONF_OK);
-    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof errstr);
+    struct mock_kafka k;
+    mock_kafka_start(&k, TOPIC ".seek", 2);
+    const char *bootstrap = k.bootstrap;
     for (int part = 0; part < 2; part++)
-        for (int i = 0; i < PER_PARTITION; i++)
-            assert_int_equal(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(TOPIC ".seek"),
-                                               RD_KAFKA_V_PARTITION(part),
-                                               RD_KAFKA_V_VALUE("{}", 2), RD_KAFKA_V_END),
-                             0);
-    assert_int_equal(rd_kafka_flush(prod, 10000), 0);
+        mock_kafka_produce(&k, TOPIC ".seek", part, PER_PARTITION);
 
     char *topics[] = {TOPIC ".seek"};
     struct config cfg = {0};
@@ -250,9 +211,7 @@ static void test_a_failed_seek_pauses_the_partition_until_a_seek_works(void **st
     assert_int_equal(next_offset_of_p0(c, 30000), 0);
 
     consumer_destroy(c);
-    rd_kafka_destroy(prod);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(owner);
+    mock_kafka_stop(&k);
 }
 
 int main(void)
