@@ -1,7 +1,6 @@
 #include "consumer.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "position_check.h"
+#include "position_probe.h"
 #include "status.h"
 
 struct consumer {
@@ -30,6 +30,7 @@ struct consumer {
     int stats_fn;            /* registry reference to the reader function */
     rd_kafka_queue_t *queue; /* the consumer queue, for consumer_wake() */
     struct position_check *positions;
+    struct position_probe *probe; /* a topic created again unnoticed (position_probe.h) */
     /* partitions whose seek failed: paused, and sought again (consumer_poll) until it works,
      * so that fetching never goes on past records that were not written */
     rd_kafka_topic_partition_list_t *failed_seeks;
@@ -38,6 +39,7 @@ struct consumer {
 };
 
 #define SEEK_RETRY_MS 1000
+#define POSITION_PROBE_INTERVAL_MS 10000
 
 static int64_t mono_ms(void)
 {
@@ -164,6 +166,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_info("kafka: %d partition(s) revoked; flushing and committing first", parts->cnt);
         if (c->on_revoke) c->on_revoke(c->opaque, parts);
         position_check_forget(c->positions);
+        position_probe_forget(c->probe);
         for (int i = 0; i < parts->cnt; i++) /* whoever gets them starts at the committed offset */
             rd_kafka_topic_partition_list_del(c->failed_seeks, parts->elems[i].topic,
                                               parts->elems[i].partition);
@@ -208,6 +211,8 @@ struct consumer *consumer_create(const struct config *cfg, const char *bootstrap
     }
     rd_kafka_poll_set_consumer(c->rk);
     c->queue = rd_kafka_queue_get_consumer(c->rk);
+    c->probe = position_probe_start(cfg, bootstrap, POSITION_PROBE_INTERVAL_MS, err);
+    if (!c->probe) goto error;
 
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new((int)cfg->kafka.topics.n);
@@ -271,60 +276,21 @@ void consumer_close(struct consumer *c, int timeout_ms)
     rd_kafka_queue_destroy(q);
 }
 
-#define DESTROY_WAIT_MS 2000
-
-struct destroying {
-    rd_kafka_t *rk;
-    int flags;
-    atomic_bool done;
-};
-
-static void *destroy_thread(void *arg)
-{
-    struct destroying *d = arg;
-    rd_kafka_destroy_flags(d->rk, d->flags);
-    atomic_store(&d->done, true);
-    return NULL;
-}
-
-/* rd_kafka_destroy() with a bound. librdkafka 2.0.2 can wait for ever for references it
- * holds itself: seen after a subscribed topic was deleted and created again while the
- * consumer ran. Everything is committed by then; the process is about to exit, and exiting
- * releases what the client still holds. Returns false when it did not finish in time (the
- * thread is left to it). */
-static bool destroy_bounded(rd_kafka_t *rk, int flags)
-{
-    struct destroying *d = xcalloc(1, sizeof *d);
-    d->rk = rk;
-    d->flags = flags;
-    pthread_t t;
-    if (pthread_create(&t, NULL, destroy_thread, d) != 0) {
-        rd_kafka_destroy_flags(rk, flags);
-        free(d);
-        return true;
-    }
-    for (int waited = 0; waited < DESTROY_WAIT_MS && !atomic_load(&d->done); waited += 20)
-        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
-    if (!atomic_load(&d->done)) {
-        pthread_detach(t);
-        return false; /* d stays with the thread */
-    }
-    pthread_join(t, NULL);
-    free(d);
-    return true;
-}
-
 void consumer_destroy(struct consumer *c)
 {
     if (!c) return;
+    position_probe_stop(c->probe);
+    c->probe = NULL;
     if (c->queue) rd_kafka_queue_destroy(c->queue);
     c->queue = NULL;
     if (c->rk) {
         consumer_close(c, 5000);
-        if (!destroy_bounded(c->rk, c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0))
+        if (!kafka_destroy_bounded(c->rk,
+                                   c->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0,
+                                   KAFKA_DESTROY_WAIT_MS))
             log_warn("kafka: the consumer client did not shut down within %d ms (librdkafka "
                      "still holds a deleted topic's partitions); exiting without waiting for it",
-                     DESTROY_WAIT_MS);
+                     KAFKA_DESTROY_WAIT_MS);
         c->rk = NULL;
     }
     lua_host_destroy(c->stats);
@@ -335,13 +301,32 @@ void consumer_destroy(struct consumer *c)
 
 static void retry_failed_seeks(struct consumer *c);
 
+/* What the probe found replaced is read again from its beginning. */
+static void reread_replaced(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *replaced = position_probe_replaced(c->probe);
+    if (!replaced) return;
+    position_check_reread_replaced(c->positions, c->rk, replaced);
+    rd_kafka_topic_partition_list_destroy(replaced);
+}
+
+static void saw(struct consumer *c, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    position_check_consumed(c->positions, topic, m->partition, m->offset);
+    position_probe_saw(c->probe, topic, m->partition, m->offset,
+                       rd_kafka_message_timestamp(m, NULL), m->key, m->key_len, m->len);
+}
+
 rd_kafka_message_t *consumer_poll(struct consumer *c, int timeout_ms)
 {
     retry_failed_seeks(c);
+    reread_replaced(c);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
     if (!m) return NULL;
     if (!m->err) {
         atomic_store(&c->kafka_up, true);
+        saw(c, m);
         return m;
     }
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {

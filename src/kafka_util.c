@@ -1,6 +1,10 @@
 #include "kafka_util.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "log.h"
@@ -120,5 +124,41 @@ bool kafka_conf_check(const struct config *cfg, char **err)
     rd_kafka_conf_t *p = kafka_producer_conf(cfg, bootstrap, err);
     if (!p) return false;
     rd_kafka_conf_destroy(p);
+    return true;
+}
+
+struct destroying {
+    rd_kafka_t *rk;
+    int flags;
+    atomic_bool done;
+};
+
+static void *destroy_thread(void *arg)
+{
+    struct destroying *d = arg;
+    rd_kafka_destroy_flags(d->rk, d->flags);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+bool kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms)
+{
+    struct destroying *d = xcalloc(1, sizeof *d);
+    d->rk = rk;
+    d->flags = flags;
+    pthread_t t;
+    if (pthread_create(&t, NULL, destroy_thread, d) != 0) {
+        rd_kafka_destroy_flags(rk, flags);
+        free(d);
+        return true;
+    }
+    for (int waited = 0; waited < wait_ms && !atomic_load(&d->done); waited += 20)
+        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    if (!atomic_load(&d->done)) {
+        pthread_detach(t);
+        return false; /* d stays with the thread */
+    }
+    pthread_join(t, NULL);
+    free(d);
     return true;
 }

@@ -29,4 +29,13 @@ rd_kafka_conf_t *kafka_producer_conf(const struct config *cfg, const char *boots
  * without a connection to Kafka. */
 bool kafka_conf_check(const struct config *cfg, char **err);
 
+#define KAFKA_DESTROY_WAIT_MS 2000
+
+/* rd_kafka_destroy_flags() with a bound. librdkafka 2.0.2 can wait for ever for references
+ * it holds itself: seen after a subscribed topic was deleted and created again while the
+ * consumer ran. Everything is committed by then; the process is about to exit, and exiting
+ * releases what the client still holds. Returns false when it did not finish within
+ * wait_ms (a thread is left to it). */
+bool kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms);
+
 #endif

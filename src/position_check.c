@@ -39,6 +39,17 @@ void position_check_forget(struct position_check *pc)
     pc->checks = rd_kafka_topic_partition_list_new(8);
 }
 
+void position_check_consumed(struct position_check *pc, const char *topic, int32_t partition,
+                             int64_t offset)
+{
+    if (!pc->marks->cnt) return;
+    rd_kafka_topic_partition_t *mark =
+        rd_kafka_topic_partition_list_find(pc->marks, topic, partition);
+    /* the re-read is past what was in flight when it began: a later incident is another one */
+    if (mark && offset > mark->offset)
+        rd_kafka_topic_partition_list_del(pc->marks, topic, partition);
+}
+
 bool position_check_take(struct position_check *pc, const char *topic, int32_t partition,
                          int64_t offset)
 {
@@ -125,47 +136,86 @@ static int64_t last_consumed(rd_kafka_t *rk, const char *topic, int32_t partitio
     return last;
 }
 
+/* Marks the partition as being read again from its beginning and adds it to todo. The mark
+ * is the last offset consumed now: the records of the partition fetched before it were in
+ * flight when the re-read began, and it covers them. */
+static void begin_reread(struct position_check *pc, rd_kafka_t *rk, const char *topic,
+                         int32_t partition, int64_t offset, rd_kafka_topic_partition_list_t *todo)
+{
+    rd_kafka_topic_partition_t *mark =
+        rd_kafka_topic_partition_list_find(pc->marks, topic, partition);
+    if (!mark) mark = rd_kafka_topic_partition_list_add(pc->marks, topic, partition);
+    mark->offset = last_consumed(rk, topic, partition);
+    if (mark->offset < offset) mark->offset = offset;
+    rd_kafka_topic_partition_list_add(todo, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    metrics_partition_reread(topic);
+}
+
+static bool in_flight_at_last_reread(struct position_check *pc, const char *topic,
+                                     int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_t *mark =
+        rd_kafka_topic_partition_list_find(pc->marks, topic, partition);
+    return mark && offset <= mark->offset;
+}
+
+/* Seeks every partition in todo to its beginning. */
+static void seek_rereads(struct position_check *pc, rd_kafka_t *rk,
+                         rd_kafka_topic_partition_list_t *todo)
+{
+    if (!todo->cnt) return;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(rk, todo, 5000);
+    if (e) {
+        log_error("kafka: cannot seek to the beginning to read again: %s",
+                  rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    for (int i = 0; i < todo->cnt; i++)
+        if (e || todo->elems[i].err) {
+            /* the next finding on the partition tries again */
+            rd_kafka_topic_partition_list_del(pc->marks, todo->elems[i].topic,
+                                              todo->elems[i].partition);
+            if (!todo->elems[i].err) continue;
+            log_error("kafka: cannot seek %s[%d] to its beginning to read it again: %s",
+                      todo->elems[i].topic, (int)todo->elems[i].partition,
+                      rd_kafka_err2str(todo->elems[i].err));
+        }
+}
+
 void position_check_reread(struct position_check *pc, rd_kafka_t *rk,
                            const rd_kafka_topic_partition_list_t *reused)
 {
     rd_kafka_topic_partition_list_t *todo = rd_kafka_topic_partition_list_new(reused->cnt);
     for (int i = 0; i < reused->cnt; i++) {
         const rd_kafka_topic_partition_t *r = &reused->elems[i];
-        rd_kafka_topic_partition_t *mark =
-            rd_kafka_topic_partition_list_find(pc->marks, r->topic, r->partition);
-        if (mark && r->offset <= mark->offset) continue; /* in flight when the re-read began */
+        if (in_flight_at_last_reread(pc, r->topic, r->partition, r->offset)) continue;
         int64_t lo = -1, hi = -1;
         rd_kafka_get_watermark_offsets(rk, r->topic, r->partition, &lo, &hi);
         if (r->offset == 0 || (lo >= 0 && r->offset <= lo)) continue; /* nothing before it */
-        if (!mark) mark = rd_kafka_topic_partition_list_add(pc->marks, r->topic, r->partition);
-        mark->offset = last_consumed(rk, r->topic, r->partition);
-        if (mark->offset < r->offset) mark->offset = r->offset;
-        rd_kafka_topic_partition_list_add(todo, r->topic, r->partition)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-        metrics_partition_reread(r->topic);
+        begin_reread(pc, rk, r->topic, r->partition, r->offset, todo);
         log_warn("kafka: %s[%d] holds other records than the ones stored at its offsets (the "
                  "first seen at %" PRId64 "): reading it again from its beginning, so that no "
                  "record of the new log before that is skipped (what is stored already is not "
                  "stored again)",
                  r->topic, (int)r->partition, r->offset);
     }
-    if (todo->cnt) {
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(rk, todo, 5000);
-        if (e) {
-            log_error("kafka: cannot seek to the beginning to read again: %s",
-                      rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-        for (int i = 0; i < todo->cnt; i++)
-            if (e || todo->elems[i].err) {
-                /* the next reused record of the partition tries again */
-                rd_kafka_topic_partition_list_del(pc->marks, todo->elems[i].topic,
-                                                  todo->elems[i].partition);
-                if (!todo->elems[i].err) continue;
-                log_error("kafka: cannot seek %s[%d] to its beginning to read it again: %s",
-                          todo->elems[i].topic, (int)todo->elems[i].partition,
-                          rd_kafka_err2str(todo->elems[i].err));
-            }
+    seek_rereads(pc, rk, todo);
+    rd_kafka_topic_partition_list_destroy(todo);
+}
+
+void position_check_reread_replaced(struct position_check *pc, rd_kafka_t *rk,
+                                    const rd_kafka_topic_partition_list_t *replaced)
+{
+    rd_kafka_topic_partition_list_t *todo = rd_kafka_topic_partition_list_new(replaced->cnt);
+    for (int i = 0; i < replaced->cnt; i++) {
+        const rd_kafka_topic_partition_t *r = &replaced->elems[i];
+        if (in_flight_at_last_reread(pc, r->topic, r->partition, r->offset)) continue;
+        begin_reread(pc, rk, r->topic, r->partition, r->offset, todo);
+        log_warn("kafka: %s[%d]: reading it again from its beginning, as its log was replaced "
+                 "after this consumer read offset %" PRId64 " (what is stored already is not "
+                 "stored again)",
+                 r->topic, (int)r->partition, r->offset);
     }
+    seek_rereads(pc, rk, todo);
     rd_kafka_topic_partition_list_destroy(todo);
 }

@@ -7,9 +7,10 @@
  * new log before it would never be read. Two things make sure they are:
  *  - on assignment, each partition starts one record before its committed offset
  *    (position_check_assign): that record is a redelivery, unless the log was replaced;
- *  - a partition where a record turned out to sit at a reused position is read again from
- *    its beginning (position_check_reread): what is stored is skipped, what was never
- *    read lands. */
+ *  - a partition where a record turned out to sit at a reused position, or whose log no
+ *    longer holds a record read earlier (position_probe.h), is read again from its
+ *    beginning (position_check_reread, position_check_reread_replaced): what is stored is
+ *    skipped, what was never read lands. */
 #ifndef EVENTSINK_POSITION_CHECK_H
 #define EVENTSINK_POSITION_CHECK_H
 
@@ -35,12 +36,23 @@ void position_check_assign(struct position_check *pc, rd_kafka_t *rk,
 bool position_check_take(struct position_check *pc, const char *topic, int32_t partition,
                          int64_t offset);
 
+/* The consumer handed out this record (for every record, from the consumer thread): a
+ * re-read that has come past the offset it began at is over. */
+void position_check_consumed(struct position_check *pc, const char *topic, int32_t partition,
+                             int64_t offset);
+
 /* reused: per partition, the lowest offset of a batch whose record was kept at a new
  * generation. Seeks each partition to its beginning, unless that offset is its first one
  * or the record was fetched before the last re-read of the partition began (in flight
  * then: the re-read covers it). From the consumer thread. */
 void position_check_reread(struct position_check *pc, rd_kafka_t *rk,
                            const rd_kafka_topic_partition_list_t *reused);
+
+/* replaced: partitions whose log no longer holds a record this consumer read (offset: that
+ * record's; position_probe.h). Seeks each to its beginning, unless a re-read of it began
+ * after that record was read. From the consumer thread. */
+void position_check_reread_replaced(struct position_check *pc, rd_kafka_t *rk,
+                                    const rd_kafka_topic_partition_list_t *replaced);
 
 /* Partitions were revoked: the re-read marks are stale. */
 void position_check_forget(struct position_check *pc);

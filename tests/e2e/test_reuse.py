@@ -1,14 +1,17 @@
 """Reused Kafka offsets are never dropped silently (CONTRACT 9.2), against a real PostgreSQL
 and a real Kafka broker: a topic deleted and created again while the service is stopped
-(twice), and with the old topic's committed offsets left on the new one (a commit that
-raced the deletion), and a second start of the embedded cluster against a kept database.
-Not covered, because it does not hold yet: a topic deleted and created again so quickly
-that the running consumer never sees it gone (see docs/GUARANTEES.md, guarantee 1). Every new record lands (at a new generation of its position), with a warning and
-eventsink_offset_reuse_total{topic}; a true redelivery stays a no-op."""
+(twice), while it runs without seeing the topic gone (the service frozen meanwhile), with
+the old topic's committed offsets left on the new one (a commit that raced the deletion),
+and a second start of the embedded cluster against a kept database. Every new record lands
+(at a new generation of its position), with a warning and eventsink_offset_reuse_total
+{topic}; a true redelivery stays a no-op."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -107,6 +110,47 @@ def test_a_recreated_topic_with_the_old_topics_committed_offsets(kafka, db, sink
     assert metric(scrape(s), "eventsink_partition_rereads_total", topic=topic) == 2
     wait_caught_up(kafka, sink.group_id, [topic], partitions=2, sinks=[s])
     assert scalar(db, JOURNAL_COUNT) == 30
+
+
+def test_a_topic_recreated_while_the_service_runs_unaware(kafka, db, sink):
+    """The topic deleted and created again, longer than before, while the service is frozen
+    (SIGSTOP): it comes back with its fetch positions, group membership and metadata as they
+    were, and nothing tells it the log was replaced. Its fetches at the old positions read
+    the new log from there on; the new records before them must land all the same (the
+    position probe finds the last record read before no longer there and the partitions are
+    read again from their beginning)."""
+    topic = kafka.create_topic(partitions=2)
+    # the group session outlives the freeze: a rebalance would check the positions anyway
+    s = sink(topics=[topic], dsn=db, overrides={"kafka": {"properties": {
+        "session.timeout.ms": "60000", "heartbeat.interval.ms": "3000"}}})
+    kafka.produce(topic, _batch(0, 10))  # offsets 0..4 of each partition
+    wait_rows(db, JOURNAL_COUNT, 10, sinks=[s])
+    wait_caught_up(kafka, sink.group_id, [topic], partitions=2, sinks=[s])
+    os.kill(s.pid, signal.SIGSTOP)
+    try:
+        # the fetches it sent before it froze are answered (fetch.wait.max.ms is 500 ms)
+        # before the topic goes: no answer waiting for it says the topic was gone
+        time.sleep(2)
+        _recreate(kafka, topic)
+        kafka.produce(topic, _batch(10, 30))  # offsets 0..14 of each partition
+        # its broker connections are cut while it is frozen: no fetch session survives
+        # that could tell it, and it fetches the new log by name from the old positions
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(kafka.port)],
+                       check=True, capture_output=True)
+    finally:
+        os.kill(s.pid, signal.SIGCONT)
+    wait_rows(db, JOURNAL_COUNT, 40, sinks=[s], timeout=120)
+    assert _keys(db) == sorted(f"k-{i}" for i in range(40))
+    s.wait_log(r"reading it again from its beginning", timeout=30)
+    wait_caught_up(kafka, sink.group_id, [topic], partitions=2, sinks=[s])
+    assert scalar(db, JOURNAL_COUNT) == 40
+    # across a restart: each partition starts one record back, a redelivery, a no-op
+    assert s.terminate() == 0
+    s.restart()
+    s.wait_log(r"2 partition\(s\) start one record before their committed offset", timeout=60)
+    wait_caught_up(kafka, sink.group_id, [topic], partitions=2, sinks=[s])
+    assert scalar(db, JOURNAL_COUNT) == 40
+    assert s.persisted_count() == 0
 
 
 def _embedded_config(factory, db: str, name: str):
