@@ -350,3 +350,46 @@ def test_health_names_postgresql_not_kafka_when_only_postgresql_is_down(kafka, p
     s.wait_log(r"eventsink started", timeout=60)
     harness.wait_for(lambda: _health(api)["postgres"] == "up", harness.scaled(30),
                      what="/health: postgres up")
+
+
+@contextlib.contextmanager
+def postgres_frozen(pg):
+    """Every PostgreSQL process stopped (SIGSTOP), as in a VM pause: connections stay
+    open, nothing answers, a new connection is accepted by the kernel and then waits."""
+    import os
+    import signal
+    postmaster = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)],
+                                               capture_output=True, text=True).stdout.split()]
+    pids = [postmaster] + children
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)
+
+
+def test_sigterm_within_10s_with_postgresql_frozen(kafka, pg, db, topic, sink):
+    """PostgreSQL frozen while a batch is being written: nothing answers, not even a cancel
+    request (the kernel accepts its connection, the server never reads it), and TCP
+    timeouts do not fire (the kernel acknowledges everything). The shutdown guard ends the
+    process 9 s after SIGTERM with code 1; nothing was committed, so nothing is lost: the
+    records are delivered again after the restart and stored once."""
+    s = sink(topics=[topic], dsn=db, allow_errors=[r"PostgreSQL", r"commit", r"cancel"])
+    first = kafka.produce(topic, [(None, make_event(0, tenant="acme"), None, 0)])
+    wait_rows(db, JOURNAL_COUNT, 1, sinks=[s])
+    with postgres_frozen(pg):
+        positions = kafka.produce(topic, [(None, make_event(i, tenant="acme"), None, i % 4)
+                                          for i in range(1, 41)])
+        time.sleep(2)  # the batch reaches the frozen server
+        t0 = time.monotonic()
+        rc = s.terminate(timeout=20)
+        took = time.monotonic() - t0
+        assert took < 10.5, f"exited {took:.1f} s after SIGTERM"
+        assert rc == 1, rc  # events in flight were not committed
+    s.restart()
+    wait_rows(db, JOURNAL_COUNT, 41, sinks=[s])
+    assert_stored_exactly_once(db, topic, first + positions)
