@@ -7,6 +7,7 @@
 #include "api_sql.h"
 #include "health.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "reload.h"
 #include "status.h"
@@ -137,15 +138,34 @@ static void h_policies(struct http_req *rq, struct http_resp *rs)
     status_policies_json(&rs->body);
 }
 
+/* ,"restart_needed":["kafka.brokers",...] when the file changes options a reload does not
+ * take (names separated by ", "); nothing when it does not. */
+static void write_restart_needed(struct buf *b, const char *names)
+{
+    if (!names) return;
+    buf_append(b, ",\"restart_needed\":[", 19);
+    for (const char *p = names; *p;) {
+        const char *end = strstr(p, ", ");
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (p != names) buf_append(b, ",", 1);
+        json_write_string(b, p, n);
+        p += n + (end ? 2 : 0);
+    }
+    buf_append(b, "]", 1);
+}
+
 static void h_reload(struct http_req *rq, struct http_resp *rs)
 {
     int version = 0;
-    char *err = NULL;
-    int rc = reload_request_wait(15000, &version, &err);
+    char *err = NULL, *restart = NULL;
+    int rc = reload_request_wait(15000, &version, &err, &restart);
     if (rc == 1) {
         log_info("policies reloaded on request of %s: version %d",
                  rq->token ? rq->token->name : "anonymous", version);
-        buf_printf(&rs->body, "{\"policy_version\":%d}", version);
+        buf_printf(&rs->body, "{\"policy_version\":%d", version);
+        write_restart_needed(&rs->body, restart);
+        buf_append(&rs->body, "}", 1);
+        free(restart);
     } else if (rc == 0) {
         http_error(rs, 422, "reload_failed", "%s (policy version %d stays in use)", err, version);
         free(err);

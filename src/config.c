@@ -497,6 +497,87 @@ fail:
     return NULL;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_strlist(const struct strlist *a, const struct strlist *b)
+{
+    if (a->n != b->n) return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (!same_str(a->items[i], b->items[i])) return false;
+    return true;
+}
+
+/* The same pairs in any order (a Lua table's order differs from one load to the next). */
+static bool same_kv(const struct kvlist *a, const struct kvlist *b)
+{
+    if (a->n != b->n) return false;
+    for (size_t i = 0; i < a->n; i++) {
+        size_t j = 0;
+        while (j < b->n && !same_str(a->items[i].key, b->items[j].key))
+            j++;
+        if (j == b->n || !same_str(a->items[i].value, b->items[j].value)) return false;
+    }
+    return true;
+}
+
+static bool same_tokens(const struct config *a, const struct config *b)
+{
+    if (a->http.ntokens != b->http.ntokens) return false;
+    for (size_t i = 0; i < a->http.ntokens; i++) {
+        const struct api_token *x = &a->http.tokens[i], *y = &b->http.tokens[i];
+        if (!same_str(x->name, y->name) || !same_str(x->token, y->token) ||
+            !same_str(x->role, y->role) || !same_strlist(&x->tenants, &y->tenants))
+            return false;
+    }
+    return true;
+}
+
+static bool same_option(const struct opt *o, const struct config *a, const struct config *b)
+{
+    const char *fa = (const char *)a + o->offset, *fb = (const char *)b + o->offset;
+    switch (o->type) {
+    case OPT_STRING:
+        return same_str(*(char *const *)fa, *(char *const *)fb);
+    case OPT_INT:
+        return *(const long *)fa == *(const long *)fb;
+    case OPT_STRLIST:
+        return same_strlist((const struct strlist *)fa, (const struct strlist *)fb);
+    case OPT_KV:
+        return same_kv((const struct kvlist *)fa, (const struct kvlist *)fb);
+    case OPT_TOKENS:
+        return same_tokens(a, b);
+    case OPT_TABLE:
+        break;
+    }
+    return true;
+}
+
+static void list_changes(const struct opt *opts, const char *prefix, const struct config *a,
+                         const struct config *b, struct buf *out)
+{
+    for (const struct opt *o = opts; o->name; o++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", o->name);
+        /* what a reload takes: the policy files and their sandbox */
+        if (strcmp(path, "policies") == 0 || strcmp(path, "sandbox") == 0) continue;
+        if (o->type == OPT_TABLE) {
+            list_changes(o->sub, path, a, b, out);
+        } else if (!same_option(o, a, b)) {
+            buf_printf(out, "%s%s", out->len ? ", " : "", path);
+        }
+    }
+}
+
+char *config_restart_needed(const struct config *running, const struct config *fresh)
+{
+    struct buf out = {0};
+    list_changes(root_opts, "", running, fresh, &out);
+    return out.data; /* NULL when nothing differs */
+}
+
 static void strlist_free(struct strlist *l)
 {
     for (size_t i = 0; i < l->n; i++)

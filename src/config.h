@@ -91,5 +91,9 @@ struct config {
  * one a line (malloc'd). */
 struct config *config_load(const char *file, char **err);
 void config_free(struct config *c);
+/* The options that differ between the running configuration and a fresh load of its file
+ * and take effect only at a restart (all but `policies` and `sandbox`, which a reload
+ * takes), as their names separated by ", " (malloc'd), or NULL when none differ. */
+char *config_restart_needed(const struct config *running, const struct config *fresh);
 
 #endif

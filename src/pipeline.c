@@ -723,31 +723,54 @@ static struct lua_host_limits policy_limits(const struct config *cfg)
     return lim;
 }
 
+static void reload_failed(struct pipeline *p, const char *err)
+{
+    log_error("policy reload failed, the previous policies (version %d) stay: %s",
+              p->policy_version, err);
+    status_policies_failed(err);
+    metrics_policy_reload(false);
+    reload_done(false, p->policy_version, err, NULL);
+}
+
+/* Reads the configuration file again, for its `policies` list and `sandbox` limits, and
+ * loads that set; other options that changed are named (they take a restart). */
 static void reload_policies(struct pipeline *p)
 {
     reload_begin();
-    struct lua_host_limits lim = policy_limits(p->cfg);
     char *err = NULL;
-    struct policy_set *ps = policy_set_load(&p->cfg->policies, &lim, p->policy_version + 1, &err);
+    struct config *fresh = config_load(p->cfg->path, &err);
+    if (!fresh) {
+        struct buf m = {0};
+        buf_printf(&m, "the configuration file: %s", err);
+        reload_failed(p, m.data);
+        buf_free(&m);
+        free(err);
+        return;
+    }
+    struct lua_host_limits lim = policy_limits(fresh);
+    struct policy_set *ps = policy_set_load(&fresh->policies, &lim, p->policy_version + 1, &err);
     struct policy_set *ctl = ps ? policy_set_clone(ps, &err) : NULL;
     if (!ctl) {
         policy_set_destroy(ps);
-        log_error("policy reload failed, the previous policies (version %d) stay: %s",
-                  p->policy_version, err);
-        status_policies_failed(err);
-        metrics_policy_reload(false);
-        reload_done(false, p->policy_version, err);
+        reload_failed(p, err);
         free(err);
+        config_free(fresh);
         return;
     }
     policy_set_destroy(p->policies);
     p->policies = ps;
     policy_ctl_swap(p->ctl, ctl);
     p->policy_version++;
-    status_policies_loaded(p->policy_version, p->cfg->policies.items, p->cfg->policies.n);
+    status_policies_loaded(p->policy_version, fresh->policies.items, fresh->policies.n);
     metrics_policy_reload(true);
-    log_info("policies reloaded: version %d", p->policy_version);
-    reload_done(true, p->policy_version, NULL);
+    char *restart = config_restart_needed(p->cfg, fresh);
+    log_info("policies reloaded: version %d (%zu file(s))", p->policy_version, fresh->policies.n);
+    if (restart)
+        log_warn("the configuration file also changes %s: that takes effect only at a restart",
+                 restart);
+    reload_done(true, p->policy_version, NULL, restart);
+    free(restart);
+    config_free(fresh);
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */

@@ -16,6 +16,7 @@ static unsigned long asked, taking, finished; /* generations: asked, being serve
 static bool last_ok;
 static int last_version;
 static char *last_err;
+static char *last_restart;
 
 void reload_request_from_signal(void)
 {
@@ -47,7 +48,7 @@ void reload_begin(void)
     pthread_mutex_unlock(&lock);
 }
 
-void reload_done(bool ok, int version, const char *err)
+void reload_done(bool ok, int version, const char *err, const char *restart_needed)
 {
     pthread_mutex_lock(&lock);
     finished = taking; /* requests made since reload_begin() wait for the next one */
@@ -55,11 +56,13 @@ void reload_done(bool ok, int version, const char *err)
     last_version = version;
     free(last_err);
     last_err = err ? xstrdup(err) : NULL;
+    free(last_restart);
+    last_restart = restart_needed ? xstrdup(restart_needed) : NULL;
     pthread_cond_broadcast(&done);
     pthread_mutex_unlock(&lock);
 }
 
-int reload_request_wait(int timeout_ms, int *version, char **err)
+int reload_request_wait(int timeout_ms, int *version, char **err, char **restart_needed)
 {
     struct timespec until = deadline_after_ms(timeout_ms);
     pthread_mutex_lock(&lock);
@@ -72,6 +75,7 @@ int reload_request_wait(int timeout_ms, int *version, char **err)
         rc = last_ok ? 1 : 0;
         *version = last_version;
         if (!last_ok) *err = xstrdup(last_err ? last_err : "reload failed");
+        if (restart_needed) *restart_needed = last_restart ? xstrdup(last_restart) : NULL;
     }
     pthread_mutex_unlock(&lock);
     return rc;

@@ -500,3 +500,47 @@ def test_off_hours_replay_guard(kafka, db, topic, sink, tmp_path, inside):
         assert job["status"] == "done" and job["succeeded"] == n, job
         wait_rows(db, f"SELECT count(*) FROM event_journal WHERE replay_job_id = {job_id}", n,
                   sinks=[s])
+
+
+def test_reload_reads_the_policy_list_again_and_names_what_needs_a_restart(kafka, db, topic,
+                                                                            sink, tmp_path):
+    """A file added to `policies = {...}` in sink.conf.lua is loaded by the next reload
+    (HTTP and SIGHUP alike), and one taken out is dropped; an option a reload does not take
+    (here http.max_body_bytes) is named in the answer and the log."""
+    main = write_policy(tmp_path / "policies" / "main.lua", route_policy())
+    extra = EXAMPLES / "off_hours.lua"
+    s = sink(topics=[topic], dsn=db, policies=[str(main)], allow_errors=[RELOAD_FAILED_LOG])
+    api = api_for(s)
+    assert [f["path"] for f in policies_status(api)["files"]] == [str(main)]
+    original = s.config_path.read_text()
+
+    def set_config(lua: str) -> None:
+        assert original.endswith("return c\n")
+        tmp = s.config_path.with_suffix(".tmp")
+        tmp.write_text(original[: -len("return c\n")] + lua + "\nreturn c\n")
+        tmp.replace(s.config_path)
+
+    set_config(f"c.policies = {{ {harness.lua_str(str(main))}, {harness.lua_str(str(extra))} }}")
+    assert ok_json(reload(api)) == {"policy_version": 2}  # nothing else changed
+    st = policies_status(api)
+    assert [f["path"] for f in st["files"]] == [str(main), str(extra)], st
+    assert st["files"][1]["sha256"] == sha256_of(extra.read_text()), st
+
+    # back to one file, by SIGHUP, with an option that takes a restart changed as well
+    set_config(f"c.policies = {{ {harness.lua_str(str(main))} }}\nc.http.max_body_bytes = 4096")
+    s.signal(signal.SIGHUP)
+    s.wait_log(r"policies reloaded: version 3 \(1 file\(s\)\)", timeout=60)
+    s.wait_log(r"the configuration file also changes http.max_body_bytes: that takes effect "
+               r"only at a restart", timeout=30)
+    assert [f["path"] for f in policies_status(api)["files"]] == [str(main)]
+    body = ok_json(reload(api))
+    assert body == {"policy_version": 4, "restart_needed": ["http.max_body_bytes"]}, body
+
+    # a configuration file that no longer loads: refused, the set in use stays
+    set_config("c.polices = {}")
+    r = reload(api)
+    err = error_json(r, 422)
+    assert "polices" in json.dumps(err), err
+    assert policies_status(api)["policy_version"] == 4
+    set_config("")
+    assert ok_json(reload(api)) == {"policy_version": 5}

@@ -16,7 +16,7 @@ static void serve_one(bool ok)
 {
     assert_true(reload_wanted());
     reload_begin();
-    reload_done(ok, 1, ok ? NULL : "refused");
+    reload_done(ok, 1, ok ? NULL : "refused", NULL);
 }
 
 static void test_a_signal_during_a_reload_causes_one_more(void **state)
@@ -26,7 +26,7 @@ static void test_a_signal_during_a_reload_causes_one_more(void **state)
     assert_true(reload_wanted());
     reload_begin();
     reload_request_from_signal(); /* arrives while the files are being loaded */
-    reload_done(true, 2, NULL);
+    reload_done(true, 2, NULL, NULL);
     assert_true(reload_wanted()); /* one more reload, which sees the newer files */
     serve_one(true);
     assert_false(reload_wanted());
@@ -39,7 +39,7 @@ static void test_a_storm_of_signals_is_one_reload_more_not_lost(void **state)
     reload_begin();
     for (int i = 0; i < 100; i++)
         reload_request_from_signal();
-    reload_done(true, 3, NULL);
+    reload_done(true, 3, NULL, NULL);
     serve_one(true);
     assert_false(reload_wanted());
 }
@@ -49,7 +49,7 @@ static void *api_request(void *arg)
     int *rc = arg;
     int version = 0;
     char *err = NULL;
-    *rc = reload_request_wait(5000, &version, &err);
+    *rc = reload_request_wait(5000, &version, &err, NULL);
     free(err);
     return NULL;
 }
@@ -63,8 +63,8 @@ static void test_an_api_request_during_a_reload_is_served_by_the_next(void **sta
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, api_request, &rc), 0);
     while (!reload_pending())
-        ;                       /* the request is registered */
-    reload_done(true, 4, NULL); /* began before the request: does not answer it */
+        ;                             /* the request is registered */
+    reload_done(true, 4, NULL, NULL); /* began before the request: does not answer it */
     assert_true(reload_wanted());
     serve_one(true);
     pthread_join(t, NULL);
