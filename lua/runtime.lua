@@ -260,6 +260,8 @@ local DLQ_REASONS = {invalid_json = true, invalid_utf8 = true, nul_character = t
                      too_large = true, missing_tenant = true, policy_error = true,
                      policy_route = true, db_reject = true}
 
+local decide_after_describe -- below
+
 -- Returns tenant_id, event_type, replay_source, replayed_from_event_id, replayed_from_dlq_id,
 -- replay_job_id, route ("dlq" or nil), reason, detail.
 -- bad_reason is set when the C core already knows the record cannot be journaled
@@ -285,6 +287,16 @@ function R.decide(ev, bad_reason)
     local tenant, etype = hooks.describe(ev)
     tenant = name_of(tenant, "tenant_id", "describe")
     etype = name_of(etype, "event_type", "describe")
+    -- what describe decided stays with the DLQ entry when a later hook fails
+    local ok, a, b, c, d, e, f, g, h, i = pcall(decide_after_describe, ev, tenant, etype, dlq, job)
+    if not ok then
+        return tenant, etype, nil, nil, dlq, job, "dlq", "policy_error", tostring(a)
+    end
+    return a, b, c, d, e, f, g, h, i
+end
+
+-- detect_replay and route, for an event describe has named.
+function decide_after_describe(ev, tenant, etype, dlq, job)
     local src, from = hooks.detect_replay(ev)
     if src ~= nil and type(src) ~= "string" then
         error(format("%s returned a %s as replay_source; expected a string",

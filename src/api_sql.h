@@ -53,7 +53,8 @@
 
 #define DLQ_COLUMNS                                                                                \
     "id, topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason,"           \
-    " error, policy_version, tenant_id, attempts, status, created_at, last_attempt_at,"            \
+    " error, policy_version, tenant_id, event_type, attempts, status, created_at,"                 \
+    " last_attempt_at,"                                                                            \
     " next_attempt_at, resolved_event_id,"                                                         \
     " CASE WHEN octet_length(raw_payload) <= 65536 THEN"                                           \
     "  encode(raw_payload, 'base64') END AS raw_payload_base64"

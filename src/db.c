@@ -13,6 +13,8 @@
 #include "pgarray.h"
 #include "replay_auth.h"
 
+#define DLQ_NCOLS 13 /* the parameters of SQL_DLQ_INSERT */
+
 struct db {
     PGconn *conn;
     bool prepared;
@@ -296,7 +298,7 @@ static bool prepare(struct db *db, char **err)
     } stmts[] = {
         {"journal_insert", SQL_JOURNAL_INSERT, 14},
         {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 14},
-        {"dlq_insert", SQL_DLQ_INSERT, 12},
+        {"dlq_insert", SQL_DLQ_INSERT, DLQ_NCOLS},
     };
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
         PGresult *res = PQprepare(db->conn, stmts[i].name, stmts[i].sql, stmts[i].nparams, NULL);
@@ -370,7 +372,7 @@ static const char *reason_text(const char *reason)
 
 static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int policy_version)
 {
-    for (int c = 0; c < 12; c++)
+    for (int c = 0; c < DLQ_NCOLS; c++)
         pgarray_reset(&db->cols[c]);
     struct buf *tmp = &db->scratch;
     for (size_t i = 0; i < n; i++) {
@@ -406,6 +408,7 @@ static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int po
         pgarray_cstr(&db->cols[9], d->tenant_id);
         pgarray_int_or_null(&db->cols[10], d->replayed_from_dlq_id);
         pgarray_int_or_null(&db->cols[11], r->timestamp_ms > 0 ? r->timestamp_ms : 0);
+        pgarray_cstr(&db->cols[12], d->event_type);
     }
 }
 
@@ -724,7 +727,7 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     PGresult *dlq = NULL;
     if (ndlq) {
         fill_dlq_cols(db, items, n, policy_version);
-        dlq = exec_cols(db, "dlq_insert", 12);
+        dlq = exec_cols(db, "dlq_insert", DLQ_NCOLS);
         if (PQresultStatus(dlq) != PGRES_TUPLES_OK) {
             *err = pg_error(db->conn, dlq, "writing the dead-letter queue");
             PQclear(dlq);
@@ -750,7 +753,9 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
                                 .reused = PQgetvalue(dlq, k, 3)[0] == 't',
                                 .topic = get_str(dlq, k, 4),
                                 .partition = (int32_t)get_i64(dlq, k, 5),
-                                .offset = get_i64(dlq, k, 6)};
+                                .offset = get_i64(dlq, k, 6),
+                                .tenant = get_str(dlq, k, 7),
+                                .detail = get_str(dlq, k, 8)};
             if (d.retry)
                 stats->dlq_retried++;
             else

@@ -91,6 +91,8 @@ struct dlq_row {
     const char *topic; /* of a new row */
     int32_t partition; /* the Kafka position (of a reused row) */
     int64_t offset;
+    const char *tenant; /* as decided, or NULL */
+    const char *detail; /* the error column: why, in words, or NULL */
 };
 typedef void (*db_persisted_fn)(void *opaque, const struct persisted_row *row);
 typedef void (*db_dlq_fn)(void *opaque, const struct dlq_row *row);

@@ -143,17 +143,19 @@
 /* clang-format off */
 #define DLQ_COLS \
     " (topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason, error," \
-    "  policy_version, tenant_id, kafka_timestamp, kafka_generation)"
+    "  policy_version, tenant_id, event_type, kafka_timestamp, kafka_generation)"
 #define DLQ_VALS \
     " r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb," \
-    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id," \
+    "  r.raw_payload, r.reason, r.error, r.policy_version, r.tenant_id, r.event_type," \
     "  'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'"
 #define SQL_DLQ_INSERT \
     "WITH r AS (" \
     " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[]," \
-    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[], $12::bigint[])" \
+    "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[], $12::bigint[]," \
+    "  $13::text[])" \
     "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers," \
-    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, kafka_ts_ms, ord)" \
+    "  raw_payload, reason, error, policy_version, tenant_id, retry_of, kafka_ts_ms, event_type," \
+    "  ord)" \
     "), retried AS (" \
     " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now()," \
     "  reason = r.reason, error = r.error, policy_version = r.policy_version," \
@@ -162,7 +164,7 @@
     "  last_retry_offset = r.kafka_offset, retry_decided = false" \
     " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition," \
     "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)" \
-    " RETURNING d.id, d.reason" \
+    " RETURNING d.id, d.reason, d.tenant_id, d.error" \
     "), fresh AS (" \
     " SELECT * FROM r WHERE r.retry_of IS NULL" \
     "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \
@@ -170,7 +172,7 @@
     " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS ", 0 FROM fresh r" \
     " ORDER BY r.ord" \
     " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
-    " RETURNING id, reason, topic, kafka_partition, kafka_offset" \
+    " RETURNING id, reason, topic, kafka_partition, kafka_offset, tenant_id, error" \
     "), reused AS (" \
     " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS "," \
     "  (SELECT max(d.kafka_generation) + 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") ")" \
@@ -182,12 +184,13 @@
     "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'))" \
     " ORDER BY r.ord" \
     " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
-    " RETURNING id, reason, topic, kafka_partition, kafka_offset" \
+    " RETURNING id, reason, topic, kafka_partition, kafka_offset, tenant_id, error" \
     ")" \
-    " SELECT id, reason, false AS retry, false AS reused, topic, NULL::int, NULL::bigint" \
-    "  FROM ins" \
-    " UNION ALL SELECT id, reason, true, false, NULL, NULL, NULL FROM retried" \
-    " UNION ALL SELECT id, reason, false, true, topic, kafka_partition, kafka_offset FROM reused"
+    " SELECT id, reason, false AS retry, false AS reused, topic, NULL::int, NULL::bigint," \
+    "  tenant_id, error FROM ins" \
+    " UNION ALL SELECT id, reason, true, false, NULL, NULL, NULL, tenant_id, error FROM retried" \
+    " UNION ALL SELECT id, reason, false, true, topic, kafka_partition, kafka_offset, tenant_id," \
+    "  error FROM reused"
 /* clang-format on */
 
 /* Whether the journal or the DLQ holds the record at $1 topic, $2 partition, $3 offset

@@ -394,10 +394,14 @@ static void on_dlq(void *opaque, const struct dlq_row *row)
                  "attempt",
                  row->id, row->reason);
     else
-        log_warn("Dead-lettered an event as %s (DLQ entry %" PRId64 ")%s", row->reason, row->id,
-                 strcmp(row->reason, "duplicate_replay") == 0
-                     ? ": a second copy of a replay already in the journal, kept resolved"
-                     : "");
+        log_warn("Dead-lettered an event of tenant %s as %s (DLQ entry %" PRId64 ")%s%s",
+                 row->tenant ? row->tenant : "(none)", row->reason, row->id,
+                 row->detail ? ": " : "",
+                 row->detail                                    ? row->detail
+                 : strcmp(row->reason, "duplicate_replay") == 0 ? ": a second copy of a replay "
+                                                                  "already in the journal, kept "
+                                                                  "resolved"
+                                                                : "");
 }
 
 static bool ensure_conn(struct pipeline *p, struct db **db, char **err)

@@ -365,6 +365,9 @@ void engine_decide(struct policy_engine *ps, const struct record *r, const char 
             bad_detail = NULL;
         } else {
             out->detail = opt_string(L, -1);
+            /* a hook after describe raised: its error names the file as the state knows it */
+            if (out->detail && strcmp(out->reason, "policy_error") == 0)
+                out->detail = policy_full_paths(out->detail, ps->src);
         }
     }
     lua_pop(L, 9);

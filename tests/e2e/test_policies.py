@@ -544,3 +544,39 @@ def test_reload_reads_the_policy_list_again_and_names_what_needs_a_restart(kafka
     assert policies_status(api)["policy_version"] == 4
     set_config("")
     assert ok_json(reload(api)) == {"policy_version": 5}
+
+
+RAISING_ROUTE = """-- written by the policy tests: route raises for initech
+return {
+  describe = function(ev) return ev.payload.tenant_id, ev.payload.event_type end,
+  route = function(ev, info)
+    if info.tenant_id == "initech" then error("no route for initech today") end
+    return "journal"
+  end,
+}
+"""
+
+
+def test_a_route_that_raises_keeps_the_tenant_describe_decided(kafka, db, topic, sink, tmp_path):
+    """describe named the tenant, then route raised: the DLQ entry keeps tenant and event
+    type (so /dlq?tenant=...&reason=policy_error finds it), its error names the file and
+    line, and the log line names tenant, reason and detail."""
+    pfile = write_policy(tmp_path / "policies" / "raising.lua", RAISING_ROUTE)
+    s = sink(topics=[topic], dsn=db, policies=[str(pfile)])
+    api = api_for(s)
+    positions = kafka.produce(topic, _events("initech", 3, 0, event_type="deal.won")
+                              + _events("acme", 2, 10))
+    wait_rows(db, DLQ_COUNT, 3, sinks=[s])
+    wait_rows(db, JOURNAL_COUNT, 2, sinks=[s])
+    rows = dlq_at(db, topic, positions[:3])
+    assert len(rows) == 3
+    for row in rows:
+        assert row["reason"] == "policy_error", row
+        assert row["tenant_id"] == "initech", row
+        assert row["event_type"] == "deal.won", row
+        assert f"{pfile}:5:" in row["error"] and "no route for initech today" in row["error"], row
+    found = ok_json(api.get("/dlq", params={"tenant": "initech", "reason": "policy_error"}))
+    assert sorted(e["id"] for e in found["entries"]) == sorted(r["id"] for r in rows), found
+    assert {e["event_type"] for e in found["entries"]} == {"deal.won"}, found
+    s.wait_log(r"Dead-lettered an event of tenant initech as policy_error \(DLQ entry \d+\): "
+               r".*no route for initech today", timeout=30)
