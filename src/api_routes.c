@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api_sql.h"
+#include "db_rows.h"
 #include "health.h"
 #include "http.h"
 #include "json.h"
@@ -30,15 +31,9 @@ static void h_health(struct http_req *rq, struct http_resp *rs)
 static void h_ready(struct http_req *rq, struct http_resp *rs)
 {
     /* PostgreSQL is asked now; Kafka's state comes from the consumer's broker connections */
-    const char *why = NULL;
-    bool pg = false;
-    PGconn *c = db_pool_get(rq->pool, 1000, &why);
-    if (c) {
-        PGresult *res = PQexec(c, SQL_PING);
-        pg = PQresultStatus(res) == PGRES_TUPLES_OK;
-        PQclear(res);
-        db_pool_put(rq->pool, c);
-    }
+    struct db_rows *res = http_pool_query(rq->pool, SQL_PING);
+    bool pg = res != NULL;
+    db_rows_free(res);
     bool kafka = status_kafka_up();
     struct buf stalled = {0};
     bool moving = health_stalled_json(&stalled) == 0;

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "db_rows.h"
 #include "http_guard.h"
 #include "json.h"
 #include "listen_addr.h"
@@ -156,6 +157,16 @@ PGconn *http_db(struct http_req *rq, struct http_resp *rs)
 void http_db_done(struct http_req *rq, PGconn *c)
 {
     db_pool_put(rq->pool, c);
+}
+
+struct db_rows *http_pool_query(struct db_pool *pool, const char *sql)
+{
+    const char *why;
+    PGconn *c = db_pool_get(pool, 1000, &why);
+    if (!c) return NULL;
+    struct db_rows *r = db_rows_exec(c, sql, 0, NULL, NULL);
+    db_pool_put(pool, c);
+    return r;
 }
 
 PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
@@ -584,17 +595,12 @@ static enum MHD_Result on_metrics(void *cls, struct MHD_Connection *conn, const 
         http_error(&rs, 405, "method_not_allowed", "use GET");
     } else {
         struct metrics_db_gauges g = {-1, -1};
-        const char *why;
-        PGconn *c = db_pool_get(s->pool, 1000, &why);
-        if (c) {
-            PGresult *res = PQexec(c, SQL_METRIC_GAUGES);
-            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-                g.dlq_pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                g.replay_jobs_running = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-            }
-            PQclear(res);
-            db_pool_put(s->pool, c);
+        struct db_rows *res = http_pool_query(s->pool, SQL_METRIC_GAUGES);
+        if (db_rows_count(res) == 1) {
+            g.dlq_pending = db_rows_int(res, 0, 0);
+            g.replay_jobs_running = db_rows_int(res, 0, 1);
         }
+        db_rows_free(res);
         metrics_render(&rs.body, &g);
         rs.content_type = "text/plain; version=0.0.4; charset=utf-8";
     }

@@ -17,6 +17,7 @@
 #include "replay.h"
 
 struct http_server;
+struct db_rows; /* db_rows.h */
 
 /* One request, as the route handlers see it. */
 struct http_req {
@@ -102,6 +103,9 @@ bool http_body_known(struct http_req *rq, struct http_resp *rs, const struct jso
 /* Borrows a pooled connection; NULL with a 503 answer in rs. */
 PGconn *http_db(struct http_req *rq, struct http_resp *rs);
 void http_db_done(struct http_req *rq, PGconn *c);
+/* Runs a query without parameters on a connection of the pool borrowed for at most 1 s,
+ * and gives it back (/ready, /metrics). NULL when none was free or the query failed. */
+struct db_rows *http_pool_query(struct db_pool *pool, const char *sql);
 
 /* Runs a query; NULL with the matching answer in rs (400 for values PostgreSQL refuses,
  * 503 when it is down or too slow, 500 otherwise). The caller clears the result. */
