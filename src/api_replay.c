@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "api_replay.h"
+#include "db_rows.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
@@ -132,15 +133,20 @@ static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, 
     return id;
 }
 
+/* Runs a statement whose failure changes nothing in the answer (ROLLBACK, an unlock). */
+static void run_quietly(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    db_rows_free(db_rows_exec(c, sql, n, params, NULL));
+}
+
 static void finish_job(PGconn *c, int64_t job)
 {
     char j[24];
     snprintf(j, sizeof j, "%" PRId64, job);
     const char *p[] = {j};
-    PGresult *r = PQexecParams(c, SQL_REPLAY_JOB_FINISH, 1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        metrics_job_finished(PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0));
-    PQclear(r);
+    struct db_rows *r = db_rows_exec(c, SQL_REPLAY_JOB_FINISH, 1, p, NULL);
+    if (db_rows_count(r) == 1) metrics_job_finished(db_rows_text(r, 0, 1), db_rows_text(r, 0, 0));
+    db_rows_free(r);
 }
 
 /* The replay_source tag of a request (malloc'd), or NULL after answering 422 when the
@@ -179,7 +185,7 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
         if (!seen || PQntuples(seen) == 0) {
             PQclear(b);
             b = NULL;
-            PQclear(PQexec(c, "ROLLBACK"));
+            run_quietly(c, "ROLLBACK", 0, NULL);
         }
         PQclear(seen);
     }
@@ -204,7 +210,7 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
                 replay_worker_wake();
             }
         }
-        if (rs->status != 202) PQclear(PQexec(c, "ROLLBACK"));
+        if (rs->status != 202) run_quietly(c, "ROLLBACK", 0, NULL);
     }
     free(tag);
 }
@@ -349,10 +355,10 @@ static void h_replay_one(struct http_req *rq, struct http_resp *rs)
         char st[8];
         snprintf(st, sizeof st, "%d", rs->status);
         const char *pp[] = {who(rq), key, st, rs->body.data, rq->path};
-        PQclear(PQexecParams(c, SQL_IDEM_PUT, 5, NULL, pp, NULL, NULL, 0));
+        run_quietly(c, SQL_IDEM_PUT, 5, pp);
     }
 done:
-    if (locked) PQclear(PQexecParams(c, SQL_IDEM_UNLOCK, 2, NULL, kp, NULL, NULL, 0));
+    if (locked) run_quietly(c, SQL_IDEM_UNLOCK, 2, kp);
     http_db_done(rq, c);
 out:
     jsonv_free(body);
