@@ -126,10 +126,10 @@ static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, 
     char tot[24];
     snprintf(tot, sizeof tot, "%ld", total);
     const char *p[] = {kind, tag, requested_by, reason, params, status, tot};
-    PGresult *res = http_exec(rq, rs, c, SQL_JOB_CREATE, 7, p);
+    struct db_rows *res = http_exec(rq, rs, c, SQL_JOB_CREATE, 7, p);
     if (!res) return 0;
-    int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
+    int64_t id = strtoll(db_rows_text(res, 0, 0), NULL, 10);
+    db_rows_free(res);
     return id;
 }
 
@@ -176,33 +176,33 @@ static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c,
 {
     char *tag = replay_tag(rq, rs, kind, requested_by, reason);
     if (!tag) return;
-    PGresult *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
+    struct db_rows *b = http_exec(rq, rs, c, "BEGIN", 0, NULL);
     if (b && rq->webhook_sig) {
         /* a webhook's signature goes in with its job, or not at all */
         const char *sp[] = {rq->webhook_sig};
-        PGresult *seen = http_exec(rq, rs, c, SQL_WEBHOOK_SEEN, 1, sp);
-        if (seen && PQntuples(seen) == 0) api_webhook_replayed(rs);
-        if (!seen || PQntuples(seen) == 0) {
-            PQclear(b);
+        struct db_rows *seen = http_exec(rq, rs, c, SQL_WEBHOOK_SEEN, 1, sp);
+        if (seen && db_rows_count(seen) == 0) api_webhook_replayed(rs);
+        if (!seen || db_rows_count(seen) == 0) {
+            db_rows_free(b);
             b = NULL;
             run_quietly(c, "ROLLBACK", 0, NULL);
         }
-        PQclear(seen);
+        db_rows_free(seen);
     }
     if (b) {
-        PQclear(b);
+        db_rows_free(b);
         int64_t job =
             create_job(rq, rs, c, kind, tag, requested_by, reason, params_json, "pending", 0);
         char j[24];
         snprintf(j, sizeof j, "%" PRId64, job);
         p[job_param] = j;
-        PGresult *res = job ? http_exec(rq, rs, c, items_sql, np, p) : NULL;
+        struct db_rows *res = job ? http_exec(rq, rs, c, items_sql, np, p) : NULL;
         if (res) {
-            long total = atol(PQgetvalue(res, 0, 0));
-            PQclear(res);
-            PGresult *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
+            long total = atol(db_rows_text(res, 0, 0));
+            db_rows_free(res);
+            struct db_rows *cm = http_exec(rq, rs, c, "COMMIT", 0, NULL);
             if (cm) {
-                PQclear(cm);
+                db_rows_free(cm);
                 rs->status = 202;
                 buf_reset(&rs->body);
                 buf_printf(&rs->body, "{\"job_id\":%" PRId64 ",\"%s\":%ld}", job, count_key, total);
@@ -270,23 +270,23 @@ static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, con
                        const char *reason)
 {
     const char *p1[] = {idtext, rq->tenant_scope};
-    PGresult *res = http_exec(rq, rs, c, SQL_REPLAY_TARGET, 2, p1);
+    struct db_rows *res = http_exec(rq, rs, c, SQL_REPLAY_TARGET, 2, p1);
     if (!res) return;
-    if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+    if (db_rows_count(res) == 0 || db_rows_null(res, 0, 0)) {
         http_error(rs, 404, "not_found", "no such event: %s", idtext);
-        PQclear(res);
+        db_rows_free(res);
         return;
     }
-    long depth = atol(PQgetvalue(res, 0, 0)) + 1;
+    long depth = atol(db_rows_text(res, 0, 0)) + 1;
     if (depth > rq->cfg->replay.max_depth) {
         http_error(rs, 409, "max_depth",
                    "replaying event %s would make a replay of depth %ld, over replay.max_depth "
                    "(%ld); lineage: %s",
-                   idtext, depth, rq->cfg->replay.max_depth, PQgetvalue(res, 0, 1));
-        PQclear(res);
+                   idtext, depth, rq->cfg->replay.max_depth, db_rows_text(res, 0, 1));
+        db_rows_free(res);
         return;
     }
-    PQclear(res);
+    db_rows_free(res);
     char *tag = replay_tag(rq, rs, "single", who(rq), reason);
     if (!tag) return;
     struct buf params = {0};
@@ -298,9 +298,9 @@ static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, con
         char j[24];
         snprintf(j, sizeof j, "%" PRId64, job);
         const char *p2[] = {j, idtext, NULL};
-        PGresult *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
+        struct db_rows *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
         if (r2) {
-            PQclear(r2);
+            db_rows_free(r2);
             run_single(rq, rs, c, job, tag, "event_id", idtext);
         }
     }
@@ -327,26 +327,26 @@ static void h_replay_one(struct http_req *rq, struct http_resp *rs)
     bool locked = false;
     if (key) {
         /* one request per key at a time; a retry waits for the first answer */
-        PGresult *l = http_exec(rq, rs, c, SQL_IDEM_LOCK, 2, kp);
+        struct db_rows *l = http_exec(rq, rs, c, SQL_IDEM_LOCK, 2, kp);
         if (!l) goto done;
-        PQclear(l);
+        db_rows_free(l);
         locked = true;
-        PGresult *prev = http_exec(rq, rs, c, SQL_IDEM_GET, 2, kp);
+        struct db_rows *prev = http_exec(rq, rs, c, SQL_IDEM_GET, 2, kp);
         if (!prev) goto done;
-        if (PQntuples(prev) == 1) {
-            if (!PQgetisnull(prev, 0, 2) && strcmp(PQgetvalue(prev, 0, 2), rq->path) != 0) {
+        if (db_rows_count(prev) == 1) {
+            if (!db_rows_null(prev, 0, 2) && strcmp(db_rows_text(prev, 0, 2), rq->path) != 0) {
                 http_error(rs, 422, "idempotency_key_reused",
                            "Idempotency-Key \"%s\" was used for %s; use a new key for %s", key,
-                           PQgetvalue(prev, 0, 2), rq->path);
+                           db_rows_text(prev, 0, 2), rq->path);
             } else {
-                rs->status = atoi(PQgetvalue(prev, 0, 0));
+                rs->status = atoi(db_rows_text(prev, 0, 0));
                 buf_reset(&rs->body);
-                buf_puts(&rs->body, PQgetvalue(prev, 0, 1));
+                buf_puts(&rs->body, db_rows_text(prev, 0, 1));
             }
-            PQclear(prev);
+            db_rows_free(prev);
             goto done;
         }
-        PQclear(prev);
+        db_rows_free(prev);
     }
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%" PRId64, id);
@@ -479,20 +479,21 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
     PGconn *c = http_db(rq, rs);
     if (!c) goto out;
     const char *chk[] = {start, end};
-    PGresult *order = http_exec(rq, rs, c, "SELECT $1::timestamptz < $2::timestamptz", 2, chk);
+    struct db_rows *order =
+        http_exec(rq, rs, c, "SELECT $1::timestamptz < $2::timestamptz", 2, chk);
     if (!order) goto done;
-    bool before = PQgetvalue(order, 0, 0)[0] == 't';
-    PQclear(order);
+    bool before = db_rows_text(order, 0, 0)[0] == 't';
+    db_rows_free(order);
     if (!before) {
         http_error(rs, 400, "bad_request", "start must be before end");
         goto done;
     }
     const char *p[] = {
         start, end, topic, tenant, only_original ? "true" : "false", rq->tenant_scope, NULL};
-    PGresult *cnt = http_exec(rq, rs, c, SQL_RANGE_COUNT, 6, p);
+    struct db_rows *cnt = http_exec(rq, rs, c, SQL_RANGE_COUNT, 6, p);
     if (!cnt) goto done;
-    long matched = atol(PQgetvalue(cnt, 0, 0));
-    PQclear(cnt);
+    long matched = atol(db_rows_text(cnt, 0, 0));
+    db_rows_free(cnt);
     if (dry_run) {
         buf_printf(&rs->body, "{\"matched\":%ld,\"dry_run\":true}", matched);
         goto done;
@@ -564,21 +565,21 @@ static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
     PGconn *c = http_db(rq, rs);
     if (!c) return;
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
-    PGresult *res = http_exec(rq, rs, c, SQL_JOB_CANCEL, 2, p);
+    struct db_rows *res = http_exec(rq, rs, c, SQL_JOB_CANCEL, 2, p);
     http_db_done(rq, c);
     if (!res) return;
-    if (PQntuples(res) == 0) {
+    if (db_rows_count(res) == 0) {
         http_error(rs, 404, "not_found", "no such replay job");
-    } else if (atoi(PQgetvalue(res, 0, 0)) == 0) {
-        http_error(rs, 409, "conflict", "the job has already ended (%s)", PQgetvalue(res, 0, 1));
+    } else if (atoi(db_rows_text(res, 0, 0)) == 0) {
+        http_error(rs, 409, "conflict", "the job has already ended (%s)", db_rows_text(res, 0, 1));
     } else {
-        metrics_job_finished(PQgetvalue(res, 0, 2), "cancelled");
-        PQclear(res);
+        metrics_job_finished(db_rows_text(res, 0, 2), "cancelled");
+        db_rows_free(res);
         log_info("replay job %s cancelled by %s", rq->path_args[0], who(rq));
         http_query_json(rq, rs, SQL_JOB_ONE, 2, p, "no such replay job");
         return;
     }
-    PQclear(res);
+    db_rows_free(res);
 }
 
 /* ---- DLQ -------------------------------------------------------------------------------- */
@@ -587,11 +588,11 @@ static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
 static char *dlq_status(struct http_req *rq, struct http_resp *rs, PGconn *c)
 {
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
-    PGresult *res = http_exec(rq, rs, c, SQL_DLQ_STATUS, 2, p);
+    struct db_rows *res = http_exec(rq, rs, c, SQL_DLQ_STATUS, 2, p);
     if (!res) return NULL;
-    char *st = PQntuples(res) ? xstrdup(PQgetvalue(res, 0, 0)) : NULL;
+    char *st = db_rows_count(res) ? xstrdup(db_rows_text(res, 0, 0)) : NULL;
     if (!st) http_error(rs, 404, "not_found", "no such DLQ entry");
-    PQclear(res);
+    db_rows_free(res);
     return st;
 }
 
@@ -628,9 +629,9 @@ static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
             char j[24];
             snprintf(j, sizeof j, "%" PRId64, job);
             const char *p2[] = {j, NULL, rq->path_args[0]};
-            PGresult *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
+            struct db_rows *r2 = http_exec(rq, rs, c, SQL_JOB_ITEM_ONE, 3, p2);
             if (r2) {
-                PQclear(r2);
+                db_rows_free(r2);
                 run_single(rq, rs, c, job, tag, "dlq_id", rq->path_args[0]);
             }
         }
@@ -683,17 +684,17 @@ static void h_dlq_discard(struct http_req *rq, struct http_resp *rs)
     PGconn *c = http_db(rq, rs);
     if (!c) return;
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
-    PGresult *res = http_exec(rq, rs, c, SQL_DLQ_DISCARD, 2, p);
-    if (res && PQntuples(res) == 1) {
+    struct db_rows *res = http_exec(rq, rs, c, SQL_DLQ_DISCARD, 2, p);
+    if (res && db_rows_count(res) == 1) {
         buf_reset(&rs->body);
-        buf_puts(&rs->body, PQgetvalue(res, 0, 0));
+        buf_puts(&rs->body, db_rows_text(res, 0, 0));
         log_info("DLQ entry %s discarded by %s", rq->path_args[0], who(rq));
     } else if (res) {
         char *st = dlq_status(rq, rs, c);
         if (st) http_error(rs, 409, "conflict", "DLQ entry %s is already %s", rq->path_args[0], st);
         free(st);
     }
-    PQclear(res);
+    db_rows_free(res);
     http_db_done(rq, c);
 }
 

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "api_replay.h"
+#include "db_rows.h"
 #include "http.h"
 #include "log.h"
 #include "replay_jobs_sql.h"
@@ -57,9 +58,9 @@ static void record_signature(struct http_req *rq, struct http_resp *rs, const ch
     PGconn *c = http_db(rq, &tmp);
     if (c) {
         const char *p[] = {sig};
-        PGresult *res = http_exec(rq, &tmp, c, SQL_WEBHOOK_SEEN, 1, p);
-        if (res && PQntuples(res) == 0) api_webhook_replayed(&tmp);
-        PQclear(res);
+        struct db_rows *res = http_exec(rq, &tmp, c, SQL_WEBHOOK_SEEN, 1, p);
+        if (res && db_rows_count(res) == 0) api_webhook_replayed(&tmp);
+        db_rows_free(res);
         http_db_done(rq, c);
     }
     if (tmp.status) {
@@ -85,9 +86,9 @@ static void run_webhook(struct http_req *rq, struct http_resp *rs, const char *s
         return;
     }
     const char *p[] = {sig};
-    PGresult *seen = http_exec(rq, rs, c, SQL_WEBHOOK_USED, 1, p);
-    bool used = seen && PQntuples(seen) > 0;
-    PQclear(seen);
+    struct db_rows *seen = http_exec(rq, rs, c, SQL_WEBHOOK_USED, 1, p);
+    bool used = seen && db_rows_count(seen) > 0;
+    db_rows_free(seen);
     http_db_done(rq, c);
     if (seen && used) api_webhook_replayed(rs);
     if (!seen || used) {

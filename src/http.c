@@ -169,25 +169,21 @@ struct db_rows *http_pool_query(struct db_pool *pool, const char *sql)
     return r;
 }
 
-PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
-                    int nparams, const char *const *params)
+struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
+                          int nparams, const char *const *params)
 {
-    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    if (!msg) msg = PQresultErrorMessage(res);
-    if (state && strncmp(state, "22", 2) == 0) {
+    struct db_error e;
+    struct db_rows *res = db_rows_exec(c, sql, nparams, params, &e);
+    if (res) return res;
+    if (e.kind == DB_BAD_VALUE) {
         /* a value the request passed through was refused by PostgreSQL (a bad timestamp) */
-        http_error(rs, 400, "bad_request", "%s", msg);
-    } else if (PQstatus(c) != CONNECTION_OK || (state && strcmp(state, "57014") == 0)) {
-        http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", msg);
+        http_error(rs, 400, "bad_request", "%s", e.message);
+    } else if (e.kind == DB_UNAVAILABLE) {
+        http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", e.message);
     } else {
-        log_error("API %s: query failed: %s", rq->route, msg);
+        log_error("API %s: query failed: %s", rq->route, e.message);
         http_error(rs, 500, "internal", "the query failed; see the service log");
     }
-    PQclear(res);
     return NULL;
 }
 
@@ -319,17 +315,17 @@ void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql,
 {
     PGconn *c = http_db(rq, rs);
     if (!c) return;
-    PGresult *res = http_exec(rq, rs, c, sql, nparams, params);
+    struct db_rows *res = http_exec(rq, rs, c, sql, nparams, params);
     if (!res) {
         /* answered */
-    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+    } else if (db_rows_count(res) == 0 || db_rows_null(res, 0, 0)) {
         http_error(rs, 404, "not_found", "%s", not_found_msg ? not_found_msg : "not found");
     } else {
         rs->status = 200;
         buf_reset(&rs->body);
-        buf_append(&rs->body, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+        buf_append(&rs->body, db_rows_text(res, 0, 0), db_rows_len(res, 0, 0));
     }
-    PQclear(res);
+    db_rows_free(res);
     http_db_done(rq, c);
 }
 

@@ -108,9 +108,9 @@ void http_db_done(struct http_req *rq, PGconn *c);
 struct db_rows *http_pool_query(struct db_pool *pool, const char *sql);
 
 /* Runs a query; NULL with the matching answer in rs (400 for values PostgreSQL refuses,
- * 503 when it is down or too slow, 500 otherwise). The caller clears the result. */
-PGresult *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
-                    int nparams, const char *const *params);
+ * 503 when it is down or too slow, 500 otherwise). The caller frees the rows. */
+struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
+                          int nparams, const char *const *params);
 
 /* The route tables (api_routes.c, api_replay.c). */
 extern const struct http_route api_replay_routes[];
