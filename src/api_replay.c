@@ -119,9 +119,9 @@ static void deferred_note(struct http_resp *rs, double deferred)
     buf_printf(&rs->body, ",\"deferred_until\":%.0f}", deferred);
 }
 
-static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *kind,
-                          const char *tag, const char *requested_by, const char *reason,
-                          const char *params, const char *status, long total)
+static int64_t create_job(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                          const char *kind, const char *tag, const char *requested_by,
+                          const char *reason, const char *params, const char *status, long total)
 {
     char tot[24];
     snprintf(tot, sizeof tot, "%ld", total);
@@ -134,12 +134,12 @@ static int64_t create_job(struct http_req *rq, struct http_resp *rs, PGconn *c, 
 }
 
 /* Runs a statement whose failure changes nothing in the answer (ROLLBACK, an unlock). */
-static void run_quietly(PGconn *c, const char *sql, int n, const char *const *params)
+static void run_quietly(struct pg_conn *c, const char *sql, int n, const char *const *params)
 {
     db_rows_free(db_rows_exec(c, sql, n, params, NULL));
 }
 
-static void finish_job(PGconn *c, int64_t job)
+static void finish_job(struct pg_conn *c, int64_t job)
 {
     char j[24];
     snprintf(j, sizeof j, "%" PRId64, job);
@@ -169,10 +169,10 @@ static char *replay_tag(struct http_req *rq, struct http_resp *rs, const char *k
 /* Creates a bulk job (batch, range, filtered DLQ retry) and its items in one transaction,
  * then answers 202 {"job_id": J, count_key: N} and wakes the worker. items_sql inserts the
  * items and returns their count; p[job_param] is set to the job id here. */
-static void start_bulk_job(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *kind,
-                           const char *requested_by, const char *reason, const char *params_json,
-                           double deferred, const char *items_sql, int np, const char **p,
-                           int job_param, const char *count_key)
+static void start_bulk_job(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                           const char *kind, const char *requested_by, const char *reason,
+                           const char *params_json, double deferred, const char *items_sql, int np,
+                           const char **p, int job_param, const char *count_key)
 {
     char *tag = replay_tag(rq, rs, kind, requested_by, reason);
     if (!tag) return;
@@ -221,7 +221,7 @@ void api_webhook_replayed(struct http_resp *rs)
     http_error(rs, 409, "replayed_signature", "this signature was already used");
 }
 
-static void run_single(struct http_req *rq, struct http_resp *rs, PGconn *c, int64_t job,
+static void run_single(struct http_req *rq, struct http_resp *rs, struct pg_conn *c, int64_t job,
                        const char *tag, const char *what, const char *id)
 {
     struct replay_outcome out;
@@ -266,8 +266,8 @@ static bool path_id(struct http_req *rq, struct http_resp *rs, int64_t *id)
 
 /* ---- POST /replay/{id} ----------------------------------------------------------------- */
 
-static void replay_one(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *idtext,
-                       const char *reason)
+static void replay_one(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                       const char *idtext, const char *reason)
 {
     const char *p1[] = {idtext, rq->tenant_scope};
     struct db_rows *res = http_exec(rq, rs, c, SQL_REPLAY_TARGET, 2, p1);
@@ -321,7 +321,7 @@ static void h_replay_one(struct http_req *rq, struct http_resp *rs)
                    IDEMPOTENCY_KEY_MAX);
         goto out;
     }
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) goto out;
     const char *kp[] = {who(rq), key};
     bool locked = false;
@@ -422,7 +422,7 @@ void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
     buf_puts(&params, "]}");
     double deferred;
     if (!guard(rq, rs, kind, requested_by, reason, (long)ids->n, &params, &deferred)) goto out;
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) goto out;
     const char *p[] = {NULL, arr.data, rq->tenant_scope};
     start_bulk_job(rq, rs, c, kind, requested_by, reason, params.data, deferred,
@@ -476,7 +476,7 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
                    "start and end must be ISO 8601 timestamps, e.g. 2026-11-27T08:00:00Z");
         goto out;
     }
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) goto out;
     const char *chk[] = {start, end};
     struct db_rows *order =
@@ -562,7 +562,7 @@ static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
 {
     int64_t id;
     if (!path_id(rq, rs, &id)) return;
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) return;
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
     struct db_rows *res = http_exec(rq, rs, c, SQL_JOB_CANCEL, 2, p);
@@ -585,7 +585,7 @@ static void h_job_cancel(struct http_req *rq, struct http_resp *rs)
 /* ---- DLQ -------------------------------------------------------------------------------- */
 
 /* The DLQ entry's status, or NULL with 404 (also for entries of other tenants). */
-static char *dlq_status(struct http_req *rq, struct http_resp *rs, PGconn *c)
+static char *dlq_status(struct http_req *rq, struct http_resp *rs, struct pg_conn *c)
 {
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
     struct db_rows *res = http_exec(rq, rs, c, SQL_DLQ_STATUS, 2, p);
@@ -607,7 +607,7 @@ static void h_dlq_retry_one(struct http_req *rq, struct http_resp *rs)
         jsonv_free(body);
         return;
     }
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) {
         jsonv_free(body);
         return;
@@ -653,7 +653,7 @@ static void h_dlq_retry_filter(struct http_req *rq, struct http_resp *rs)
         !param_str(rq, body, "tenant", &tenant, rs) || !opt_str(body, "why", &why, rs) ||
         !rate_param(rq, body, rs, &rate))
         goto out;
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) goto out;
     params_begin(&params, rq);
     buf_puts(&params, "\"reason\":");
@@ -681,7 +681,7 @@ static void h_dlq_discard(struct http_req *rq, struct http_resp *rs)
 {
     int64_t id;
     if (!path_id(rq, rs, &id)) return;
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) return;
     const char *p[] = {rq->path_args[0], rq->tenant_scope};
     struct db_rows *res = http_exec(rq, rs, c, SQL_DLQ_DISCARD, 2, p);

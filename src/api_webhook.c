@@ -55,7 +55,7 @@ static bool verify(struct http_req *rq, struct http_resp *rs, const char *secret
 static void record_signature(struct http_req *rq, struct http_resp *rs, const char *sig)
 {
     struct http_resp tmp = {0};
-    PGconn *c = http_db(rq, &tmp);
+    struct pg_conn *c = http_db(rq, &tmp);
     if (c) {
         const char *p[] = {sig};
         struct db_rows *res = http_exec(rq, &tmp, c, SQL_WEBHOOK_SEEN, 1, p);
@@ -80,7 +80,7 @@ static void run_webhook(struct http_req *rq, struct http_resp *rs, const char *s
         jsonv_free(body);
         return;
     }
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) {
         jsonv_free(body);
         return;

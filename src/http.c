@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "db_pool.h"
 #include "db_rows.h"
 #include "http_guard.h"
 #include "json.h"
@@ -146,15 +147,15 @@ bool http_query_choice(struct http_req *rq, struct http_resp *rs, const char *na
     return false;
 }
 
-PGconn *http_db(struct http_req *rq, struct http_resp *rs)
+struct pg_conn *http_db(struct http_req *rq, struct http_resp *rs)
 {
     const char *why = NULL;
-    PGconn *c = db_pool_get(rq->pool, POOL_WAIT_MS, &why);
+    struct pg_conn *c = db_pool_get(rq->pool, POOL_WAIT_MS, &why);
     if (!c) http_error(rs, 503, "postgres_unavailable", "%s", why);
     return c;
 }
 
-void http_db_done(struct http_req *rq, PGconn *c)
+void http_db_done(struct http_req *rq, struct pg_conn *c)
 {
     db_pool_put(rq->pool, c);
 }
@@ -162,15 +163,15 @@ void http_db_done(struct http_req *rq, PGconn *c)
 struct db_rows *http_pool_query(struct db_pool *pool, const char *sql)
 {
     const char *why;
-    PGconn *c = db_pool_get(pool, 1000, &why);
+    struct pg_conn *c = db_pool_get(pool, 1000, &why);
     if (!c) return NULL;
     struct db_rows *r = db_rows_exec(c, sql, 0, NULL, NULL);
     db_pool_put(pool, c);
     return r;
 }
 
-struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
-                          int nparams, const char *const *params)
+struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                          const char *sql, int nparams, const char *const *params)
 {
     struct db_error e;
     struct db_rows *res = db_rows_exec(c, sql, nparams, params, &e);
@@ -313,7 +314,7 @@ static bool no_body(struct http_req *rq, struct http_resp *rs)
 void http_query_json(struct http_req *rq, struct http_resp *rs, const char *sql, int nparams,
                      const char *const *params, const char *not_found_msg)
 {
-    PGconn *c = http_db(rq, rs);
+    struct pg_conn *c = http_db(rq, rs);
     if (!c) return;
     struct db_rows *res = http_exec(rq, rs, c, sql, nparams, params);
     if (!res) {

@@ -8,15 +8,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <libpq-fe.h>
-
 #include "buf.h"
 #include "config.h"
-#include "db_pool.h"
 #include "jsonv.h"
 #include "replay.h"
 
 struct http_server;
+struct db_pool; /* db_pool.h */
+struct pg_conn; /* db_rows.h */
 struct db_rows; /* db_rows.h */
 
 /* One request, as the route handlers see it. */
@@ -101,16 +100,16 @@ bool http_body_known(struct http_req *rq, struct http_resp *rs, const struct jso
                      const char *known);
 
 /* Borrows a pooled connection; NULL with a 503 answer in rs. */
-PGconn *http_db(struct http_req *rq, struct http_resp *rs);
-void http_db_done(struct http_req *rq, PGconn *c);
+struct pg_conn *http_db(struct http_req *rq, struct http_resp *rs);
+void http_db_done(struct http_req *rq, struct pg_conn *c);
 /* Runs a query without parameters on a connection of the pool borrowed for at most 1 s,
  * and gives it back (/ready, /metrics). NULL when none was free or the query failed. */
 struct db_rows *http_pool_query(struct db_pool *pool, const char *sql);
 
 /* Runs a query; NULL with the matching answer in rs (400 for values PostgreSQL refuses,
  * 503 when it is down or too slow, 500 otherwise). The caller frees the rows. */
-struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, PGconn *c, const char *sql,
-                          int nparams, const char *const *params);
+struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                          const char *sql, int nparams, const char *const *params);
 
 /* The route tables (api_routes.c, api_replay.c). */
 extern const struct http_route api_replay_routes[];
