@@ -27,11 +27,11 @@ static void describe(PGconn *c, PGresult *r, struct db_error *e)
     while (n && (e->message[n - 1] == '\n' || e->message[n - 1] == ' '))
         e->message[--n] = 0;
     if (state && strncmp(state, "22", 2) == 0)
-        e->kind = DB_BAD_VALUE;
+        e->kind = DB_ERR_BAD_VALUE;
     else if (PQstatus(c) != CONNECTION_OK || (state && strcmp(state, "57014") == 0))
-        e->kind = DB_UNAVAILABLE;
+        e->kind = DB_ERR_UNAVAILABLE;
     else
-        e->kind = DB_FAILED;
+        e->kind = DB_ERR_FAILED;
 }
 
 struct db_rows *db_rows_exec(struct pg_conn *c, const char *sql, int n, const char *const *params,
@@ -40,7 +40,7 @@ struct db_rows *db_rows_exec(struct pg_conn *c, const char *sql, int n, const ch
     PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-        if (e) *e = (struct db_error){.kind = DB_OK};
+        if (e) *e = (struct db_error){.kind = DB_ERR_NONE};
         return (struct db_rows *)r;
     }
     if (e) describe(c, r, e);

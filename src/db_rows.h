@@ -13,10 +13,10 @@ struct pg_conn;
 struct db_rows;
 
 enum db_failure {
-    DB_OK,
-    DB_BAD_VALUE,   /* SQLSTATE class 22: a value passed in was refused (a bad timestamp) */
-    DB_UNAVAILABLE, /* the connection is gone, or the statement was cancelled (57014) */
-    DB_FAILED,      /* anything else: a bug, or a constraint */
+    DB_ERR_NONE,
+    DB_ERR_BAD_VALUE,   /* SQLSTATE class 22: a value passed in was refused (a bad timestamp) */
+    DB_ERR_UNAVAILABLE, /* the connection is gone, or the statement was cancelled (57014) */
+    DB_ERR_FAILED,      /* anything else: a bug, or a constraint */
 };
 
 struct db_error {

@@ -176,10 +176,10 @@ struct db_rows *http_exec(struct http_req *rq, struct http_resp *rs, struct pg_c
     struct db_error e;
     struct db_rows *res = db_rows_exec(c, sql, nparams, params, &e);
     if (res) return res;
-    if (e.kind == DB_BAD_VALUE) {
+    if (e.kind == DB_ERR_BAD_VALUE) {
         /* a value the request passed through was refused by PostgreSQL (a bad timestamp) */
         http_error(rs, 400, "bad_request", "%s", e.message);
-    } else if (e.kind == DB_UNAVAILABLE) {
+    } else if (e.kind == DB_ERR_UNAVAILABLE) {
         http_error(rs, 503, "postgres_unavailable", "PostgreSQL: %s", e.message);
     } else {
         log_error("API %s: query failed: %s", rq->route, e.message);
