@@ -443,16 +443,6 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
 
 /* ---- POST /replay/range ---------------------------------------------------------------- */
 
-/* YYYY-MM-DD first: PostgreSQL would also take words like "now" or "epoch". */
-static bool iso8601_like(const char *s)
-{
-    for (int i = 0; i < 10; i++) {
-        bool digit = s[i] >= '0' && s[i] <= '9';
-        if ((i == 4 || i == 7) ? s[i] != '-' : !digit) return false;
-    }
-    return true;
-}
-
 void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
                    const char *kind, const char *requested_by)
 {
@@ -471,7 +461,7 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
         http_error(rs, 400, "bad_request", "start and end (ISO 8601) are required");
         goto out;
     }
-    if (!iso8601_like(start) || !iso8601_like(end)) {
+    if (!http_iso8601_like(start) || !http_iso8601_like(end)) {
         http_error(rs, 400, "bad_request",
                    "start and end must be ISO 8601 timestamps, e.g. 2026-11-27T08:00:00Z");
         goto out;

@@ -54,9 +54,20 @@ static void h_events_latest(struct http_req *rq, struct http_resp *rs)
         http_error(rs, 400, "bad_request", "replayed must be true or false");
         return;
     }
-    const char *params[] = {limit, http_query_filter(rq, "tenant"), http_query_filter(rq, "topic"),
-                            replayed, rq->tenant_scope};
-    http_query_json(rq, rs, SQL_EVENTS_LATEST, 5, params, NULL);
+    const char *before, *since, *until;
+    if (!http_query_id(rq, rs, "before_id", &before) || !http_query_time(rq, rs, "since", &since) ||
+        !http_query_time(rq, rs, "until", &until))
+        return;
+    const char *params[] = {limit,
+                            http_query_filter(rq, "tenant"),
+                            http_query_filter(rq, "topic"),
+                            replayed,
+                            rq->tenant_scope,
+                            before,
+                            since,
+                            until,
+                            http_query_filter(rq, "event_type")};
+    http_query_json(rq, rs, SQL_EVENTS_LATEST, 9, params, NULL);
 }
 
 static bool path_id(struct http_req *rq, struct http_resp *rs, const char *what)
@@ -91,13 +102,16 @@ static void h_dlq_list(struct http_req *rq, struct http_resp *rs)
     if (!http_query_choice(rq, rs, "status", statuses, "pending, retrying, resolved or discarded",
                            &status))
         return;
+    const char *before;
+    if (!http_query_id(rq, rs, "before_id", &before)) return;
     const char *params[] = {limit,
                             status,
                             http_query_filter(rq, "reason"),
                             http_query_filter(rq, "topic"),
                             http_query_filter(rq, "tenant"),
-                            rq->tenant_scope};
-    http_query_json(rq, rs, SQL_DLQ_LIST, 6, params, NULL);
+                            rq->tenant_scope,
+                            before};
+    http_query_json(rq, rs, SQL_DLQ_LIST, 7, params, NULL);
 }
 
 static void h_dlq_one(struct http_req *rq, struct http_resp *rs)
@@ -175,10 +189,11 @@ static void h_reload(struct http_req *rq, struct http_resp *rs)
 const struct http_route api_routes[] = {
     {"GET", "/health", true, h_health, NULL, NULL},
     {"GET", "/ready", true, h_ready, NULL, NULL},
-    {"GET", "/events/latest", false, h_events_latest, "limit tenant topic replayed", NULL},
+    {"GET", "/events/latest", false, h_events_latest,
+     "limit tenant topic replayed before_id since until event_type", NULL},
     {"GET", "/events/{id}/lineage", false, h_lineage, NULL, NULL},
     {"GET", "/events/{id}", false, h_event, NULL, NULL},
-    {"GET", "/dlq", false, h_dlq_list, "limit status reason topic tenant", NULL},
+    {"GET", "/dlq", false, h_dlq_list, "limit status reason topic tenant before_id", NULL},
     {"GET", "/dlq/{id}", false, h_dlq_one, NULL, NULL},
     {"GET", "/admin/policies", false, h_policies, NULL, NULL},
     {"GET", "/stats", false, h_stats, "window_s bin_s", NULL},

@@ -9,13 +9,19 @@
     " payload, received_at, replay_count, replay_source, replayed_from_event_id,"                  \
     " replay_job_id, replayed_from_dlq_id"
 
-/* $1 limit, $2 tenant, $3 topic, $4 replayed (bool), $5 token scope (text[]) */
+/* $1 limit, $2 tenant, $3 topic, $4 replayed (bool), $5 token scope (text[]), $6 before_id
+ * (ids below it: the next page), $7 since (received_at >= it), $8 until (received_at < it),
+ * $9 event_type */
 #define SQL_EVENTS_LATEST                                                                          \
     "SELECT json_build_object('events', coalesce(json_agg(e ORDER BY e.id DESC), '[]'))"           \
     " FROM (SELECT " EVENT_COLUMNS " FROM event_journal"                                           \
     "  WHERE ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR topic = $3)"            \
     "  AND ($4::bool IS NULL OR (replay_count > 0) = $4)"                                          \
     "  AND ($5::text[] IS NULL OR tenant_id = ANY($5::text[]))"                                    \
+    "  AND ($6::bigint IS NULL OR id < $6::bigint)"                                                \
+    "  AND ($7::timestamptz IS NULL OR received_at >= $7::timestamptz)"                            \
+    "  AND ($8::timestamptz IS NULL OR received_at < $8::timestamptz)"                             \
+    "  AND ($9::text IS NULL OR event_type = $9)"                                                  \
     "  ORDER BY id DESC LIMIT $1::int) e"
 
 /* $1 id, $2 token scope */
@@ -59,13 +65,14 @@
     " CASE WHEN octet_length(raw_payload) <= 65536 THEN"                                           \
     "  encode(raw_payload, 'base64') END AS raw_payload_base64"
 
-/* $1 limit, $2 status, $3 reason, $4 topic, $5 tenant, $6 token scope */
+/* $1 limit, $2 status, $3 reason, $4 topic, $5 tenant, $6 token scope, $7 before_id */
 #define SQL_DLQ_LIST                                                                               \
     "SELECT json_build_object('entries', coalesce(json_agg(d ORDER BY d.id DESC), '[]'))"          \
     " FROM (SELECT " DLQ_COLUMNS " FROM dead_letter_queue"                                         \
     "  WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR reason = $3)"              \
     "  AND ($4::text IS NULL OR topic = $4) AND ($5::text IS NULL OR tenant_id = $5)"              \
     "  AND ($6::text[] IS NULL OR tenant_id = ANY($6::text[]))"                                    \
+    "  AND ($7::bigint IS NULL OR id < $7::bigint)"                                                \
     "  ORDER BY id DESC LIMIT $1::int) d"
 
 /* $1 id, $2 token scope */

@@ -124,6 +124,34 @@ const char *http_query_filter(struct http_req *rq, const char *name)
     return v && *v ? v : NULL;
 }
 
+bool http_iso8601_like(const char *s)
+{
+    for (int i = 0; i < 10; i++) {
+        bool digit = s[i] >= '0' && s[i] <= '9';
+        if ((i == 4 || i == 7) ? s[i] != '-' : !digit) return false;
+    }
+    return true;
+}
+
+bool http_query_id(struct http_req *rq, struct http_resp *rs, const char *name, const char **out)
+{
+    int64_t id;
+    *out = http_query_filter(rq, name);
+    if (!*out || http_parse_id(*out, &id)) return true;
+    http_error(rs, 400, "bad_request", "%s must be a positive integer (an id), not \"%s\"", name,
+               *out);
+    return false;
+}
+
+bool http_query_time(struct http_req *rq, struct http_resp *rs, const char *name, const char **out)
+{
+    *out = http_query_filter(rq, name);
+    if (!*out || http_iso8601_like(*out)) return true;
+    http_error(rs, 400, "bad_request", "%s must be an ISO 8601 time, e.g. 2026-11-27T08:00:00Z",
+               name);
+    return false;
+}
+
 bool http_query_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16])
 {
     const char *l = http_query(rq, "limit");

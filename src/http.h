@@ -76,6 +76,13 @@ void http_error(struct http_resp *rs, int status, const char *code, const char *
 bool http_parse_id(const char *s, int64_t *out);
 /* An optional text filter of the query string: absent or empty is no filter (NULL). */
 const char *http_query_filter(struct http_req *rq, const char *name);
+/* YYYY-MM-DD first: PostgreSQL would also take words like "now" or "epoch". */
+bool http_iso8601_like(const char *s);
+/* An optional query parameter that must be a positive id (*out NULL when absent), or an
+ * ISO 8601 time (PostgreSQL parses the rest; a bad one is a 400 from http_exec); false
+ * with a 400 answer naming it otherwise. */
+bool http_query_id(struct http_req *rq, struct http_resp *rs, const char *name, const char **out);
+bool http_query_time(struct http_req *rq, struct http_resp *rs, const char *name, const char **out);
 /* ?limit=: def when absent, else an integer from 1 to max, written to out as text; false
  * with a 400 answer otherwise. */
 bool http_query_limit(struct http_req *rq, struct http_resp *rs, int def, int max, char out[16]);

@@ -500,3 +500,64 @@ def test_request_flood_while_consuming_loses_nothing(kafka, db, topic, sink):
     assert scalar(db, DLQ_COUNT) == 0
     assert ok_json(api.get("/health"))["status"] == "ok"
     assert s.terminate() == 0
+
+
+def _pages(api, path: str, key: str, params: dict) -> list[int]:
+    """Every id of a list endpoint, page by page with before_id."""
+    ids: list[int] = []
+    before = None
+    while True:
+        q = dict(params, **({"before_id": before} if before else {}))
+        page = ok_json(api.get(path, params=q))[key]
+        if not page:
+            return ids
+        got = [e["id"] for e in page]
+        assert got == sorted(got, reverse=True), got
+        ids += got
+        before = got[-1]
+
+
+def test_paging_and_filters_of_events_latest_and_dlq_agree_with_sql(kafka, db, topic, sink):
+    s = sink(topics=[topic], dsn=db)
+    api = api_for(s)
+    evs = [make_event(i, tenant="acme" if i % 3 else "globex",
+                      event_type="deal.won" if i % 4 == 0 else "lead.created") for i in range(40)]
+    untenanted = [make_event(100 + i) for i in range(12)]
+    for e in untenanted:
+        del e["tenant_id"]  # missing_tenant: the DLQ
+    evs += untenanted
+    # three waves, so that received_at differs between them (a batch shares its time)
+    for lo, hi, rows in ((0, 15, 15), (15, 30, 30), (30, 52, 40)):
+        kafka.produce(topic, event_records(evs[lo:hi]))
+        wait_rows(db, JOURNAL_COUNT, rows, sinks=[s])
+    wait_rows(db, DLQ_COUNT, 12, sinks=[s])
+
+    all_ids = [r[0] for r in query(db, "SELECT id FROM event_journal ORDER BY id DESC")]
+    assert _pages(api, "/events/latest", "events", {"limit": 7}) == all_ids
+    won = [r[0] for r in query(db, "SELECT id FROM event_journal WHERE event_type = 'deal.won'"
+                                   " AND tenant_id = 'acme' ORDER BY id DESC")]
+    assert won and _pages(api, "/events/latest", "events",
+                          {"limit": 3, "event_type": "deal.won", "tenant": "acme"}) == won
+    # since (inclusive) and until (exclusive), ISO 8601 with a zone
+    times = query(db, "SELECT id, to_char(received_at AT TIME ZONE 'UTC',"
+                      " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM event_journal ORDER BY id")
+    # the second wave (two writer lanes may give a later batch lower ids: min, not first)
+    since, until = min(t for _, t in times[15:30]), min(t for _, t in times[30:40])
+    want = [r[0] for r in query(db, "SELECT id FROM event_journal WHERE received_at >= %s::timestamptz"
+                                    " AND received_at < %s::timestamptz ORDER BY id DESC",
+                                [since, until])]
+    assert len(want) == 15 and _pages(api, "/events/latest", "events",
+                                      {"limit": 1000, "since": since, "until": until}) == want
+
+    dlq_ids = [r[0] for r in query(db, "SELECT id FROM dead_letter_queue ORDER BY id DESC")]
+    assert _pages(api, "/dlq", "entries", {"limit": 5}) == dlq_ids
+
+    for path, params, what in (("/events/latest", {"before_id": "x"}, "before_id"),
+                               ("/events/latest", {"before_id": "0"}, "before_id"),
+                               ("/events/latest", {"since": "now"}, "since"),
+                               ("/events/latest", {"until": "yesterday"}, "until"),
+                               ("/dlq", {"before_id": "-3"}, "before_id")):
+        body = error_json(api.get(path, params=params), 400, "bad_request")
+        assert what in body["message"], body
+    # a time PostgreSQL cannot read is a 400 too
+    error_json(api.get("/events/latest", params={"since": "2026-13-45T99:00:00Z"}), 400)
