@@ -116,7 +116,11 @@ static void deferred_note(struct http_resp *rs, double deferred)
 {
     if (!deferred || rs->body.len < 2) return;
     rs->body.len--; /* drop the closing brace */
-    buf_printf(&rs->body, ",\"deferred_until\":%.0f}", deferred);
+    time_t t = (time_t)deferred;
+    struct tm tm;
+    char iso[32];
+    strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+    buf_printf(&rs->body, ",\"deferred_until\":\"%s\"}", iso);
 }
 
 static int64_t create_job(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,

@@ -406,6 +406,7 @@ static int find_token(struct http_server *s, const char *presented)
 static enum MHD_Result send_resp(struct MHD_Connection *conn, struct http_resp *rs)
 {
     if (rs->body.len == 0) buf_puts(&rs->body, "{}");
+    if (!rs->content_type) json_compact(&rs->body);
     struct MHD_Response *r =
         MHD_create_response_from_buffer(rs->body.len, rs->body.data, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type",

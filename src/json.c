@@ -298,3 +298,27 @@ void json_write_cstr(struct buf *b, const char *s)
     else
         json_write_string(b, s, strlen(s));
 }
+
+void json_compact(struct buf *b)
+{
+    size_t w = 0;
+    bool in_string = false, escaped = false;
+    for (size_t r = 0; r < b->len; r++) {
+        char ch = b->data[r];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (ch == '\\')
+                escaped = true;
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') {
+            continue;
+        } else if (ch == '"') {
+            in_string = true;
+        }
+        b->data[w++] = ch;
+    }
+    b->len = w;
+    buf_append(b, "\n", 1);
+}

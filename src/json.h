@@ -33,4 +33,8 @@ void json_write_string(struct buf *b, const char *s, size_t n);
 /* Appends a quoted JSON string, or null when s is NULL. */
 void json_write_cstr(struct buf *b, const char *s);
 
+/* Removes the whitespace outside strings (PostgreSQL's json_agg and json_build_object put
+ * some in) and ends the text with one newline: one style for every answer. */
+void json_compact(struct buf *b);
+
 #endif

@@ -561,3 +561,38 @@ def test_paging_and_filters_of_events_latest_and_dlq_agree_with_sql(kafka, db, t
         assert what in body["message"], body
     # a time PostgreSQL cannot read is a 400 too
     error_json(api.get("/events/latest", params={"since": "2026-13-45T99:00:00Z"}), 400)
+
+
+def _outside_strings(text: str) -> str:
+    """The characters of a JSON text that are not inside a string."""
+    out, in_str, esc = [], False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        out.append(ch)
+    return "".join(out)
+
+
+def test_every_json_answer_is_compact_with_one_trailing_newline(kafka, db, topic, sink):
+    s = sink(topics=[topic], dsn=db)
+    api = api_for(s)
+    kafka.produce(topic, event_records([make_event(i, tenant="acme") for i in range(3)]))
+    wait_rows(db, JOURNAL_COUNT, 3, sinks=[s])
+    first = scalar(db, "SELECT min(id) FROM event_journal")
+    for path in ("/health", "/ready", "/events/latest?limit=3", f"/events/{first}",
+                 f"/events/{first}/lineage", "/dlq", "/replay/jobs", "/admin/policies",
+                 "/events/999999999", "/events/latest?limit=0", "/nowhere"):
+        r = api.get(path)
+        body = r.text
+        assert body.endswith("}\n") and not body.endswith("\n\n"), (path, body[-40:])
+        json.loads(body)
+        outside = _outside_strings(body[:-1])
+        assert not any(c in outside for c in " \n\r\t"), (path, body[:200])

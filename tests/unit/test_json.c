@@ -344,6 +344,27 @@ static void test_write_long_string(void **state)
     free(s);
 }
 
+static void compacted(const char *in, const char *want)
+{
+    struct buf b = {0};
+    buf_puts(&b, in);
+    json_compact(&b);
+    assert_string_equal(buf_cstr(&b), want);
+    buf_free(&b);
+}
+
+static void test_compact(void **state)
+{
+    (void)state;
+    /* PostgreSQL's json_build_object and json_agg spacing */
+    compacted("{\"events\" : [{\"id\":1}, \n {\"id\":2}]}",
+              "{\"events\":[{\"id\":1},{\"id\":2}]}\n");
+    /* whitespace inside strings stays, escaped quotes and backslashes do not end them */
+    compacted("{\"a b\" : \"x \\\" y\", \"c\" : \"\\\\\" , \"d\" : \" \\n \"}",
+              "{\"a b\":\"x \\\" y\",\"c\":\"\\\\\",\"d\":\" \\n \"}\n");
+    compacted("\t[ 1 ,\r\n 2 ]  ", "[1,2]\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_is_object),
         cmocka_unit_test(test_write_string_escapes),
+        cmocka_unit_test(test_compact),
         cmocka_unit_test(test_write_string_nul_and_all_controls),
         cmocka_unit_test(test_write_cstr),
         cmocka_unit_test(test_write_long_string),
