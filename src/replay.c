@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "db_rows.h"
 #include "json.h"
 #include "jsonv.h"
 #include "log.h"
@@ -167,20 +168,22 @@ static size_t parse_headers(const char *json, size_t len, struct buf *store, siz
  * they are produced again, the journal is asked: the replay that landed counts as sent,
  * with its position. What is not there is produced again; should the first copy land
  * too, the journal keeps one (SQL_JOURNAL_ROWS, `dup`). */
-static bool resolve_unknown(PGconn *c, const char *job, struct replay_outcome *out, char **err)
+static bool resolve_unknown(struct pg_conn *c, const char *job, struct replay_outcome *out,
+                            char **err)
 {
     const char *p[] = {job};
-    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS_FOUND, 1, NULL, p, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    struct db_error e;
+    struct db_rows *res = db_rows_exec(c, SQL_REPLAY_ITEMS_FOUND, 1, p, &e);
+    bool ok = res != NULL;
     if (!ok) {
         struct buf m = {0};
         buf_printf(&m, "checking job %s's unanswered items against the journal: %s", job,
-                   PQresultErrorMessage(res));
+                   e.message);
         *err = m.data;
-    } else if (PQntuples(res) == 1) {
-        out->sent += atoi(PQgetvalue(res, 0, 0));
+    } else if (db_rows_count(res) == 1) {
+        out->sent += atoi(db_rows_text(res, 0, 0));
     }
-    PQclear(res);
+    db_rows_free(res);
     return ok;
 }
 
@@ -256,7 +259,7 @@ static void collect(struct producer *prod, struct item *items, int rows, bool fi
     }
 }
 
-static bool write_outcomes(PGconn *c, const char *job, struct outcomes *o, char **err)
+static bool write_outcomes(struct pg_conn *c, const char *job, struct outcomes *o, char **err)
 {
     if (!o->n) return true;
     const char *p[] = {job,
@@ -266,14 +269,15 @@ static bool write_outcomes(PGconn *c, const char *job, struct outcomes *o, char 
                        pgarray_text(&o->topics),
                        pgarray_text(&o->parts),
                        pgarray_text(&o->offsets)};
-    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS_DONE, 7, NULL, p, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    struct db_error e;
+    struct db_rows *res = db_rows_exec(c, SQL_REPLAY_ITEMS_DONE, 7, p, &e);
+    bool ok = res != NULL;
     if (!ok) {
         struct buf m = {0};
-        buf_printf(&m, "recording the outcome of job %s: %s", job, PQresultErrorMessage(res));
+        buf_printf(&m, "recording the outcome of job %s: %s", job, e.message);
         *err = m.data;
     }
-    PQclear(res);
+    db_rows_free(res);
     outcomes_free(o);
     memset(o, 0, sizeof *o);
     return ok;
@@ -290,9 +294,9 @@ static int64_t mono_ms(void)
  * RECORD_EVERY_MS late): a crash then produces again at most what had no answer yet. The
  * wait ends when all are answered, when the service stops, or once librdkafka's own bound
  * has passed; what has no answer then is unknown (collect). */
-static bool await_outcomes(PGconn *c, struct replay_env *env, const char *job, struct item *items,
-                           int rows, const atomic_bool *abort, struct replay_outcome *out,
-                           char **err)
+static bool await_outcomes(struct pg_conn *c, struct replay_env *env, const char *job,
+                           struct item *items, int rows, const atomic_bool *abort,
+                           struct replay_outcome *out, char **err)
 {
     struct delivery **ds = xcalloc((size_t)rows, sizeof *ds);
     size_t nq = 0;
@@ -313,8 +317,8 @@ static bool await_outcomes(PGconn *c, struct replay_env *env, const char *job, s
     return ok;
 }
 
-bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
-                      const atomic_bool *abort, struct replay_outcome *out, char **err)
+bool replay_run_chunk(struct pg_conn *c, struct replay_env *env, int64_t job_id, const char *tag,
+                      int limit, const atomic_bool *abort, struct replay_outcome *out, char **err)
 {
     memset(out, 0, sizeof *out);
     char job[24], lim[16];
@@ -322,17 +326,17 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
     snprintf(lim, sizeof lim, "%d", limit);
     if (!resolve_unknown(c, job, out, err)) return false;
     const char *params[] = {job, lim, tag};
-    PGresult *res = PQexecParams(c, SQL_REPLAY_ITEMS, 3, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    struct db_error e;
+    struct db_rows *res = db_rows_exec(c, SQL_REPLAY_ITEMS, 3, params, &e);
+    if (!res) {
         struct buf m = {0};
-        buf_printf(&m, "reading the job's items: %s", PQresultErrorMessage(res));
+        buf_printf(&m, "reading the job's items: %s", e.message);
         *err = m.data;
-        PQclear(res);
         return false;
     }
-    int rows = PQntuples(res);
+    int rows = db_rows_count(res);
     if (rows == 0) {
-        PQclear(res);
+        db_rows_free(res);
         out->nothing_pending = true;
         return true;
     }
@@ -340,56 +344,55 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
     struct buf body = {0}, store = {0};
     struct pgarray dlq_ids = {0};
     for (int r = 0; r < rows; r++)
-        if (!PQgetisnull(res, r, 2) && PQgetvalue(res, r, 9)[0] != 't')
-            pgarray_int(&dlq_ids, strtoll(PQgetvalue(res, r, 2), NULL, 10));
+        if (!db_rows_null(res, r, 2) && db_rows_text(res, r, 9)[0] != 't')
+            pgarray_int(&dlq_ids, strtoll(db_rows_text(res, r, 2), NULL, 10));
     if (dlq_ids.n) {
         const char *pd[] = {pgarray_text(&dlq_ids)};
-        PGresult *mr = PQexecParams(c, SQL_DLQ_MARK_RETRYING, 1, NULL, pd, NULL, NULL, 0);
-        PQclear(mr);
+        db_rows_free(db_rows_exec(c, SQL_DLQ_MARK_RETRYING, 1, pd, NULL));
     }
     pgarray_free(&dlq_ids);
     for (int r = 0; r < rows; r++) {
         struct item *it = &items[r];
-        it->seq = atoi(PQgetvalue(res, r, 0));
-        bool unknown = PQgetvalue(res, r, 9)[0] == 't';
-        bool from_dlq = !PQgetisnull(res, r, 2);
+        it->seq = atoi(db_rows_text(res, r, 0));
+        bool unknown = db_rows_text(res, r, 9)[0] == 't';
+        bool from_dlq = !db_rows_null(res, r, 2);
         if (unknown) {
             it->error = xstrdup(from_dlq ? "no such DLQ entry" : "no such event");
             continue;
         }
-        const char *topic = PQgetvalue(res, r, 3);
+        const char *topic = db_rows_text(res, r, 3);
         it->topic = xstrdup(topic);
-        if (from_dlq && strcmp(PQgetvalue(res, r, 10), "pending") != 0 &&
-            strcmp(PQgetvalue(res, r, 10), "retrying") != 0) {
+        if (from_dlq && strcmp(db_rows_text(res, r, 10), "pending") != 0 &&
+            strcmp(db_rows_text(res, r, 10), "retrying") != 0) {
             struct buf m = {0};
-            buf_printf(&m, "DLQ entry %s is %s", PQgetvalue(res, r, 2), PQgetvalue(res, r, 10));
+            buf_printf(&m, "DLQ entry %s is %s", db_rows_text(res, r, 2), db_rows_text(res, r, 10));
             it->error = m.data;
             continue;
         }
-        if (!from_dlq && !PQgetisnull(res, r, 8) &&
-            atol(PQgetvalue(res, r, 8)) + 1 > env->cfg->replay.max_depth) {
+        if (!from_dlq && !db_rows_null(res, r, 8) &&
+            atol(db_rows_text(res, r, 8)) + 1 > env->cfg->replay.max_depth) {
             struct buf m = {0};
             buf_printf(&m, "replay depth %ld would exceed replay.max_depth (%ld)",
-                       atol(PQgetvalue(res, r, 8)) + 1, env->cfg->replay.max_depth);
+                       atol(db_rows_text(res, r, 8)) + 1, env->cfg->replay.max_depth);
             it->error = m.data;
             continue;
         }
         buf_reset(&store);
         /* key */
-        bool has_key = !PQgetisnull(res, r, 4);
+        bool has_key = !db_rows_null(res, r, 4);
         size_t key_at = 0, key_len = 0;
         if (has_key) {
             key_at = store.len;
-            unhex(PQgetvalue(res, r, 4), (size_t)PQgetlength(res, r, 4), &store);
+            unhex(db_rows_text(res, r, 4), db_rows_len(res, r, 4), &store);
             key_len = store.len - key_at;
             buf_putc(&store, '\0');
         }
         size_t *offs = NULL;
-        size_t nh = parse_headers(PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5),
-                                  (size_t)PQgetlength(res, r, 5), &store, &offs);
+        size_t nh = parse_headers(db_rows_null(res, r, 5) ? NULL : db_rows_text(res, r, 5),
+                                  db_rows_len(res, r, 5), &store, &offs);
         /* marker headers */
         char idtext[24], jobtext[24];
-        snprintf(idtext, sizeof idtext, "%s", PQgetvalue(res, r, from_dlq ? 2 : 1));
+        snprintf(idtext, sizeof idtext, "%s", db_rows_text(res, r, from_dlq ? 2 : 1));
         snprintf(jobtext, sizeof jobtext, "%" PRId64, job_id);
         struct record_header *hdrs = xcalloc(nh + 4, sizeof *hdrs);
         for (size_t i = 0; i < nh; i++) {
@@ -413,7 +416,7 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         buf_reset(&body);
         if (from_dlq) {
             struct buf raw = {0};
-            unhex(PQgetvalue(res, r, 7), (size_t)PQgetlength(res, r, 7), &raw);
+            unhex(db_rows_text(res, r, 7), db_rows_len(res, r, 7), &raw);
             if (!replay_mark_dlq_payload(raw.data ? raw.data : "", raw.len,
                                          strtoll(idtext, NULL, 10), tag, job_id, &body)) {
                 buf_reset(&body); /* not a JSON object: the markers travel in the headers */
@@ -423,9 +426,9 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         } else {
             /* an object without markers gets them here; one with older markers got them
              * replaced by PostgreSQL (jsonb ||), other values travel as they are */
-            const char *v = PQgetvalue(res, r, 6);
-            size_t vlen = (size_t)PQgetlength(res, r, 6);
-            if (PQgetvalue(res, r, 11)[0] != 't' ||
+            const char *v = db_rows_text(res, r, 6);
+            size_t vlen = db_rows_len(res, r, 6);
+            if (db_rows_text(res, r, 11)[0] != 't' ||
                 !mark_payload(v, vlen, "_replayed_from_event_id", strtoll(idtext, NULL, 10), tag,
                               job_id, &body)) {
                 buf_reset(&body);
@@ -439,7 +442,7 @@ bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const c
         if (!it->queued) it->error = perr;
         free(hdrs);
     }
-    PQclear(res);
+    db_rows_free(res);
     buf_free(&body);
     buf_free(&store);
 

@@ -8,12 +8,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include <libpq-fe.h>
-
 #include "buf.h"
 #include "config.h"
 #include "policy_ctl.h"
 #include "producer.h"
+
+struct pg_conn; /* db_rows.h */
 
 struct replay_env {
     const struct config *cfg;
@@ -38,8 +38,8 @@ struct replay_outcome {
  * written (no definite answer) stays pending and is checked against the journal at the
  * next chunk before it is produced again: an item counted sent has one journal row, one
  * counted failed has none. */
-bool replay_run_chunk(PGconn *c, struct replay_env *env, int64_t job_id, const char *tag, int limit,
-                      const atomic_bool *abort, struct replay_outcome *out, char **err);
+bool replay_run_chunk(struct pg_conn *c, struct replay_env *env, int64_t job_id, const char *tag,
+                      int limit, const atomic_bool *abort, struct replay_outcome *out, char **err);
 
 /* Adds the DLQ markers to a raw JSON object (before its closing brace, so they win over
  * older markers): appends the result to out. False when raw is not a JSON object. */
