@@ -9,7 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "db.h"
+#include "db_replay.h"
+#include "db_rows.h"
 #include "db_sql.h"
 #include "deadline.h"
 #include "health.h"
@@ -77,37 +78,37 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
+static struct db_rows *q(struct pg_conn *c, const char *sql, int n, const char *const *p)
 {
-    return db_query_logged(c, "replay worker", sql, n, p);
+    return db_rows_logged(c, "replay worker", sql, n, p);
 }
 
 /* Runs one claimed job until it is done, cancelled or the service stops. */
-static void run_job(PGconn *c, const char *id, const char *kind, const char *tag, long rate)
+static void run_job(struct pg_conn *c, const char *id, const char *kind, const char *tag, long rate)
 {
     char me[128];
     char host[64] = "?";
     gethostname(host, sizeof host - 1);
     snprintf(me, sizeof me, "%s:%d", host, (int)getpid());
     const char *p[] = {id, me};
-    PGresult *r = q(c, SQL_WORKER_START, 2, p);
+    struct db_rows *r = q(c, SQL_WORKER_START, 2, p);
     if (!r) return;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    if (db_rows_count(r) == 0) {
+        db_rows_free(r);
         return;
     }
     log_info("replay job %s (%s, source %s) running: %s of %s done so far, %ld events/s", id, kind,
-             tag, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), rate);
-    PQclear(r);
+             tag, db_rows_text(r, 0, 0), db_rows_text(r, 0, 2), rate);
+    db_rows_free(r);
     int64_t job = strtoll(id, NULL, 10);
     double t_start = now_s();
     long sent_total = 0;
     int chunk = rate < CHUNK_MAX ? (int)(rate < 1 ? 1 : rate) : CHUNK_MAX;
     while (!atomic_load(&stopping)) {
-        PGresult *st = q(c, SQL_WORKER_STATUS, 1, p);
+        struct db_rows *st = q(c, SQL_WORKER_STATUS, 1, p);
         if (!st) return;
-        bool live = PQntuples(st) && (strcmp(PQgetvalue(st, 0, 0), "running") == 0);
-        PQclear(st);
+        bool live = db_rows_count(st) && (strcmp(db_rows_text(st, 0, 0), "running") == 0);
+        db_rows_free(st);
         if (!live) {
             log_info("replay job %s stopped: it was cancelled", id);
             return;
@@ -129,12 +130,12 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
             if (!out.sent) wait_ms(UNKNOWN_BACKOFF_MS); /* Kafka is in trouble: not a busy loop */
         }
         if (out.nothing_pending) {
-            PGresult *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
-            if (f && PQntuples(f)) {
-                log_info("replay job %s finished: %s", id, PQgetvalue(f, 0, 0));
-                metrics_job_finished(PQgetvalue(f, 0, 1), PQgetvalue(f, 0, 0));
+            struct db_rows *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
+            if (f && db_rows_count(f)) {
+                log_info("replay job %s finished: %s", id, db_rows_text(f, 0, 0));
+                metrics_job_finished(db_rows_text(f, 0, 1), db_rows_text(f, 0, 0));
             }
-            PQclear(f);
+            db_rows_free(f);
             return;
         }
         /* keep to the rate: sent_total events should take sent_total / rate seconds */
@@ -153,39 +154,39 @@ static void run_job(PGconn *c, const char *id, const char *kind, const char *tag
 static void *loop(void *arg)
 {
     (void)arg;
-    PGconn *c = NULL;
+    struct pg_conn *c = NULL;
     char rate[24];
     snprintf(rate, sizeof rate, "%ld", env->cfg->replay.rate_per_s);
     while (!atomic_load(&stopping)) {
-        if (!c || PQstatus(c) != CONNECTION_OK) {
-            PQfinish(c);
-            c = db_open(env->cfg->postgres.dsn, "eventsink-replay", DB_STATEMENT_TIMEOUT_MS, NULL);
+        if (!db_conn_ok(c)) {
+            db_conn_close(c);
+            c = db_replay_connect(env->cfg->postgres.dsn);
             if (!c) {
                 wait_ms(2000);
                 continue;
             }
         }
         const char *p[] = {rate};
-        PGresult *jobs = q(c, SQL_WORKER_JOBS, 1, p);
+        struct db_rows *jobs = q(c, SQL_WORKER_JOBS, 1, p);
         bool ran = false;
-        for (int i = 0; jobs && i < PQntuples(jobs) && !atomic_load(&stopping); i++) {
-            const char *id = PQgetvalue(jobs, i, 0);
+        for (int i = 0; jobs && i < db_rows_count(jobs) && !atomic_load(&stopping); i++) {
+            const char *id = db_rows_text(jobs, i, 0);
             const char *pid[] = {id};
-            PGresult *cl = q(c, SQL_WORKER_CLAIM, 1, pid);
-            bool mine = cl && PQgetvalue(cl, 0, 0)[0] == 't';
-            PQclear(cl);
+            struct db_rows *cl = q(c, SQL_WORKER_CLAIM, 1, pid);
+            bool mine = cl && db_rows_text(cl, 0, 0)[0] == 't';
+            db_rows_free(cl);
             if (!mine) continue; /* another instance runs it */
-            long r = atol(PQgetvalue(jobs, i, 3));
+            long r = atol(db_rows_text(jobs, i, 3));
             health_busy(HEALTH_REPLAY_WORKER);
-            run_job(c, id, PQgetvalue(jobs, i, 1), PQgetvalue(jobs, i, 2), r > 0 ? r : 1);
+            run_job(c, id, db_rows_text(jobs, i, 1), db_rows_text(jobs, i, 2), r > 0 ? r : 1);
             health_idle(HEALTH_REPLAY_WORKER);
-            PQclear(q(c, SQL_WORKER_UNCLAIM, 1, pid));
+            db_rows_free(q(c, SQL_WORKER_UNCLAIM, 1, pid));
             ran = true;
         }
-        PQclear(jobs);
+        db_rows_free(jobs);
         if (!ran) wait_ms(IDLE_WAIT_MS);
     }
-    PQfinish(c);
+    db_conn_close(c);
     return NULL;
 }
 
