@@ -12,7 +12,8 @@
 #include "buf.h"
 #include "json.h"
 #include "jsonv.h"
-#include "db.h"
+#include "db_rows.h"
+#include "db_scheduler.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -37,38 +38,36 @@ static int schedules_version = -1;
 static time_t *latest;
 static time_t computed_minute;
 
-static PGresult *q(PGconn *c, const char *sql, int n, const char *const *p)
+static struct db_rows *q(struct pg_conn *c, const char *sql, int n, const char *const *p)
 {
-    return db_query_logged(c, "scheduler", sql, n, p);
+    return db_rows_logged(c, "scheduler", sql, n, p);
 }
 
-static bool exec(PGconn *c, const char *sql)
+static bool exec(struct pg_conn *c, const char *sql)
 {
-    PGresult *r = q(c, sql, 0, NULL);
-    PQclear(r);
-    return r != NULL;
+    return db_rows_run(c, "scheduler", sql, 0, NULL);
 }
 
 /* ---- automated DLQ retries ---------------------------------------------------------------- */
 
-static void decide_retries(PGconn *c)
+static void decide_retries(struct pg_conn *c)
 {
     if (!exec(c, "BEGIN")) return;
-    PGresult *r = q(c, SQL_DLQ_UNDECIDED, 0, NULL);
-    if (!r || PQntuples(r) == 0) {
-        PQclear(r);
+    struct db_rows *r = q(c, SQL_DLQ_UNDECIDED, 0, NULL);
+    if (!r || db_rows_count(r) == 0) {
+        db_rows_free(r);
         exec(c, "ROLLBACK");
         return;
     }
     struct pgarray ids = {0}, secs = {0};
-    for (int i = 0; i < PQntuples(r); i++) {
+    for (int i = 0; i < db_rows_count(r); i++) {
         struct dlq_entry_info e = {
-            .id = strtoll(PQgetvalue(r, i, 0), NULL, 10),
-            .reason = PQgetvalue(r, i, 1),
-            .attempts = atoi(PQgetvalue(r, i, 2)),
-            .topic = PQgetvalue(r, i, 3),
-            .tenant_id = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4),
-            .error = PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5),
+            .id = strtoll(db_rows_text(r, i, 0), NULL, 10),
+            .reason = db_rows_text(r, i, 1),
+            .attempts = atoi(db_rows_text(r, i, 2)),
+            .topic = db_rows_text(r, i, 3),
+            .tenant_id = db_rows_text_or_null(r, i, 4),
+            .error = db_rows_text_or_null(r, i, 5),
         };
         double s = 0;
         pgarray_int(&ids, e.id);
@@ -84,44 +83,44 @@ static void decide_retries(PGconn *c)
                          e.id, e.reason, e.attempts);
         }
     }
-    PQclear(r);
+    db_rows_free(r);
     const char *p[] = {pgarray_text(&ids), pgarray_text(&secs)};
-    PGresult *u = q(c, SQL_DLQ_DECIDED, 2, p);
-    PQclear(u);
+    struct db_rows *u = q(c, SQL_DLQ_DECIDED, 2, p);
+    db_rows_free(u);
     exec(c, u ? "COMMIT" : "ROLLBACK");
     pgarray_free(&ids);
     pgarray_free(&secs);
 }
 
-static void start_due_retries(PGconn *c)
+static void start_due_retries(struct pg_conn *c)
 {
     if (!exec(c, "BEGIN")) return;
-    PGresult *r = q(c, SQL_DLQ_DUE, 0, NULL);
-    if (!r || PQntuples(r) == 0) {
-        PQclear(r);
+    struct db_rows *r = q(c, SQL_DLQ_DUE, 0, NULL);
+    if (!r || db_rows_count(r) == 0) {
+        db_rows_free(r);
         exec(c, "ROLLBACK");
         return;
     }
     struct pgarray ids = {0};
-    int n = PQntuples(r);
+    int n = db_rows_count(r);
     for (int i = 0; i < n; i++)
-        pgarray_int(&ids, strtoll(PQgetvalue(r, i, 0), NULL, 10));
-    PQclear(r);
+        pgarray_int(&ids, strtoll(db_rows_text(r, i, 0), NULL, 10));
+    db_rows_free(r);
     char *tag = policy_ctl_replay_source(env->ctl, "dlq_retry", "automated", NULL, true);
     const char *pj[] = {
         "dlq_retry", tag, "automated", "automated DLQ retry", "{\"automatic\":true}",
         "pending",   "0"};
-    PGresult *job = q(c, SQL_JOB_CREATE, 7, pj);
+    struct db_rows *job = q(c, SQL_JOB_CREATE, 7, pj);
     bool ok = false;
     if (job) {
-        const char *pi[] = {PQgetvalue(job, 0, 0), pgarray_text(&ids)};
-        PGresult *items = q(c, SQL_DLQ_DUE_ITEMS, 2, pi);
+        const char *pi[] = {db_rows_text(job, 0, 0), pgarray_text(&ids)};
+        struct db_rows *items = q(c, SQL_DLQ_DUE_ITEMS, 2, pi);
         ok = items != NULL;
         if (ok)
-            log_info("automated DLQ retry: job %s for %d entr%s (source %s)", PQgetvalue(job, 0, 0),
-                     n, n == 1 ? "y" : "ies", tag);
-        PQclear(items);
-        PQclear(job);
+            log_info("automated DLQ retry: job %s for %d entr%s (source %s)",
+                     db_rows_text(job, 0, 0), n, n == 1 ? "y" : "ies", tag);
+        db_rows_free(items);
+        db_rows_free(job);
     }
     exec(c, ok ? "COMMIT" : "ROLLBACK");
     if (ok) replay_worker_wake();
@@ -170,7 +169,7 @@ static void iso(time_t t, char out[32])
 
 /* Creates the schedule's job inside the caller's transaction. Returns the job id, 0 on an
  * error, -1 when the replay_guard policy refused the run. */
-static int64_t schedule_job(PGconn *c, const struct policy_schedule *s, time_t tick)
+static int64_t schedule_job(struct pg_conn *c, const struct policy_schedule *s, time_t tick)
 {
     const char *perr = NULL;
     size_t at = 0;
@@ -214,11 +213,11 @@ static int64_t schedule_job(PGconn *c, const struct policy_schedule *s, time_t t
                end, start, end, rate, s->params_json);
     char *tag = policy_ctl_replay_source(env->ctl, "scheduled", s->name, reason.data, true);
     const char *pj[] = {"scheduled", tag, s->name, reason.data, jp.data, "pending", "0"};
-    PGresult *job = q(c, SQL_JOB_CREATE, 7, pj);
+    struct db_rows *job = q(c, SQL_JOB_CREATE, 7, pj);
     int64_t id = 0;
     if (job) {
-        const char *jid = PQgetvalue(job, 0, 0);
-        PGresult *items;
+        const char *jid = db_rows_text(job, 0, 0);
+        struct db_rows *items;
         if (strcmp(s->action, "replay_range") == 0) {
             const char *pr[] = {start,
                                 end,
@@ -236,10 +235,10 @@ static int64_t schedule_job(PGconn *c, const struct policy_schedule *s, time_t t
         if (items) {
             id = strtoll(jid, NULL, 10);
             log_info("schedule %s: job %s (%s) with %s event(s), source %s", s->name, jid,
-                     s->action, PQgetvalue(items, 0, 0), tag);
+                     s->action, db_rows_text(items, 0, 0), tag);
         }
-        PQclear(items);
-        PQclear(job);
+        db_rows_free(items);
+        db_rows_free(job);
     }
     free(tag);
     buf_free(&reason);
@@ -251,27 +250,27 @@ static int64_t schedule_job(PGconn *c, const struct policy_schedule *s, time_t t
 /* Runs the latest due tick of a schedule unless it (or a later one) already ran. Ticks
  * missed while no instance was up collapse into this one run. A schedule seen for the
  * first time records its latest tick as a baseline without running it. */
-static void run_schedule(PGconn *c, const struct policy_schedule *s, time_t tick)
+static void run_schedule(struct pg_conn *c, const struct policy_schedule *s, time_t tick)
 {
     char tickbuf[24];
     snprintf(tickbuf, sizeof tickbuf, "%lld", (long long)tick);
     if (!exec(c, "BEGIN")) return;
     const char *pl[] = {s->name};
-    PGresult *last = q(c, SQL_SCHEDULE_LAST, 1, pl);
+    struct db_rows *last = q(c, SQL_SCHEDULE_LAST, 1, pl);
     if (!last) goto rollback;
-    bool first = PQgetisnull(last, 0, 0);
-    const char *pn[] = {tickbuf, first ? NULL : PQgetvalue(last, 0, 0)};
-    PGresult *isnew = q(c, SQL_TICK_IS_NEW, 2, pn);
-    PQclear(last);
+    bool first = db_rows_null(last, 0, 0);
+    const char *pn[] = {tickbuf, first ? NULL : db_rows_text(last, 0, 0)};
+    struct db_rows *isnew = q(c, SQL_TICK_IS_NEW, 2, pn);
+    db_rows_free(last);
     if (!isnew) goto rollback;
-    bool fresh = PQgetvalue(isnew, 0, 0)[0] == 't';
-    PQclear(isnew);
+    bool fresh = db_rows_text(isnew, 0, 0)[0] == 't';
+    db_rows_free(isnew);
     if (!fresh) goto rollback;
     const char *pc[] = {s->name, tickbuf, first ? "baseline: first seen, not run" : NULL};
-    PGresult *claim = q(c, SQL_SCHEDULE_CLAIM, 3, pc);
+    struct db_rows *claim = q(c, SQL_SCHEDULE_CLAIM, 3, pc);
     if (!claim) goto rollback;
-    bool mine = PQntuples(claim) == 1;
-    PQclear(claim);
+    bool mine = db_rows_count(claim) == 1;
+    db_rows_free(claim);
     if (!mine || first) {
         exec(c, "COMMIT"); /* another instance has it, or only the baseline */
         if (first)
@@ -288,7 +287,7 @@ static void run_schedule(PGconn *c, const struct policy_schedule *s, time_t tick
     char jid[24];
     snprintf(jid, sizeof jid, "%" PRId64, job);
     const char *pu[] = {s->name, tickbuf, jid};
-    PQclear(q(c, SQL_SCHEDULE_JOB, 3, pu));
+    db_rows_free(q(c, SQL_SCHEDULE_JOB, 3, pu));
     if (exec(c, "COMMIT")) replay_worker_wake();
     return;
 rollback:
@@ -305,7 +304,7 @@ static time_t latest_tick(const struct cron *c, time_t after, time_t minute, tim
     return keep;
 }
 
-static void run_schedules(PGconn *c)
+static void run_schedules(struct pg_conn *c)
 {
     size_t n;
     int version;
@@ -339,18 +338,17 @@ static void run_schedules(PGconn *c)
 static void *loop(void *arg)
 {
     (void)arg;
-    PGconn *c = NULL;
+    struct pg_conn *c = NULL;
     while (!atomic_load(&stopping)) {
-        if (!c || PQstatus(c) != CONNECTION_OK) {
-            PQfinish(c);
-            c = db_open(env->cfg->postgres.dsn, "eventsink-scheduler", DB_STATEMENT_TIMEOUT_MS,
-                        NULL);
+        if (!db_conn_ok(c)) {
+            db_conn_close(c);
+            c = db_scheduler_connect(env->cfg->postgres.dsn);
         }
-        if (c && PQstatus(c) == CONNECTION_OK) {
+        if (db_conn_ok(c)) {
             health_busy(HEALTH_SCHEDULER); /* one tick's work */
             decide_retries(c);
             start_due_retries(c);
-            PQclear(q(c, SQL_STALE_SYNC_JOBS, 0, NULL));
+            db_rows_free(q(c, SQL_STALE_SYNC_JOBS, 0, NULL));
             run_schedules(c);
             health_idle(HEALTH_SCHEDULER);
         }
@@ -359,7 +357,7 @@ static void *loop(void *arg)
             nanosleep(&ts, NULL);
         }
     }
-    PQfinish(c);
+    db_conn_close(c);
     policy_schedules_free(schedules, nschedules);
     schedules = NULL;
     nschedules = 0;
