@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <libpq-fe.h>
+
 #include "assets.h"
 #include "buf.h"
 #include "db_sql.h"
@@ -126,19 +128,6 @@ void db_close(struct db *db)
 bool db_alive(struct db *db)
 {
     return db && db->conn && PQstatus(db->conn) == CONNECTION_OK;
-}
-
-PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
-                          const char *const *params)
-{
-    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
-    const char *m = PQresultErrorMessage(r);
-    if (!m || !*m) m = PQerrorMessage(c);
-    log_warn("%s: %s", who, m && *m ? m : "PostgreSQL did not answer");
-    PQclear(r);
-    return NULL;
 }
 
 int db_position_holds(struct db *db, const struct record *r)

@@ -6,12 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <libpq-fe.h>
-
 #include "policy.h"
 #include "record.h"
 
 struct db;
+struct pg_conn; /* libpq's PGconn: only the db* files call libpq */
 
 /* Connects (libpq keywords/URI in dsn). Returns NULL and sets *err on failure. */
 /* Every connection to PostgreSQL is made here, with one set of options: a connect
@@ -22,24 +21,20 @@ struct db;
 #define DB_STATEMENT_TIMEOUT_MS 60000
 #define DB_LOCK_TIMEOUT_MS 30000
 #define DB_IDLE_IN_TX_TIMEOUT_MS 120000
-PGconn *db_open(const char *dsn, const char *application_name, int statement_timeout_ms,
-                char **err);
+struct pg_conn *db_open(const char *dsn, const char *application_name, int statement_timeout_ms,
+                        char **err);
 /* Asks the server to cancel what conn runs now (from any thread). */
-bool db_cancel(PGconn *conn);
+bool db_cancel(struct pg_conn *conn);
 
 struct db *db_connect(const char *dsn, const char *application_name, char **err);
 /* Cancels the statement db's writer is running (from another thread). */
 void db_cancel_write(struct db *db);
 void db_close(struct db *db);
 bool db_alive(struct db *db);
-/* Runs a parameterised query on a connection of a background thread; on failure logs it
- * as "who: message" and returns NULL, else the result (the caller clears it). */
-PGresult *db_query_logged(PGconn *c, const char *who, const char *sql, int n,
-                          const char *const *params);
 
 /* Runs a trivial query: true when the server answers. */
 bool db_ping(struct db *db);
-PGconn *db_conn(struct db *db);
+struct pg_conn *db_conn(struct db *db);
 
 /* Loads the replay signing keys (replay_keys) into replay_auth's ring. */
 bool db_load_replay_keys(struct db *db, char **err);

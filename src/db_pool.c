@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <libpq-fe.h>
+
 #include "buf.h"
 #include "db.h"
 #include "deadline.h"
