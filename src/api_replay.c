@@ -447,44 +447,97 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
 
 /* ---- POST /replay/range ---------------------------------------------------------------- */
 
+/* An optional journal id from the body, else from the query string, as text in out (""
+ * when absent). */
+static bool id_param(struct http_req *rq, const struct jsonv *body, const char *key, char out[24],
+                     struct http_resp *rs)
+{
+    const struct jsonv *v = jsonv_get(body, key);
+    const char *q = http_query(rq, key);
+    int64_t id = 0;
+    out[0] = 0;
+    if (v && v->type != JV_NULL) {
+        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) goto bad;
+        id = v->i;
+    } else if (q && *q) {
+        if (!http_parse_id(q, &id)) goto bad;
+    } else {
+        return true;
+    }
+    snprintf(out, 24, "%" PRId64, id);
+    return true;
+bad:
+    http_error(rs, 400, "bad_request", "%s must be a positive integer (a journal id)", key);
+    return false;
+}
+
+/* start/end (ISO 8601) and from_id/to_id: a range needs both ends of one kind or the
+ * other, or both kinds; the ends in order. */
+static bool range_bounds(struct http_req *rq, struct http_resp *rs, struct pg_conn *c,
+                         const char *start, const char *end, const char *from, const char *to)
+{
+    bool times = start || end, ids = *from || *to;
+    if ((times && (!start || !end)) || (ids && (!*from || !*to)) || (!times && !ids)) {
+        http_error(rs, 400, "bad_request",
+                   "a range needs start and end (ISO 8601), or from_id and to_id (journal ids, "
+                   "inclusive), or both");
+        return false;
+    }
+    if (times && (!http_iso8601_like(start) || !http_iso8601_like(end))) {
+        http_error(rs, 400, "bad_request",
+                   "start and end must be ISO 8601 timestamps, e.g. 2026-11-27T08:00:00Z");
+        return false;
+    }
+    if (ids && strtoll(from, NULL, 10) > strtoll(to, NULL, 10)) {
+        http_error(rs, 400, "bad_request", "from_id must not be above to_id");
+        return false;
+    }
+    if (!times) return true;
+    const char *chk[] = {start, end};
+    struct db_rows *order =
+        http_exec(rq, rs, c, "SELECT $1::timestamptz < $2::timestamptz", 2, chk);
+    if (!order) return false;
+    bool before = db_rows_text(order, 0, 0)[0] == 't';
+    db_rows_free(order);
+    if (!before) http_error(rs, 400, "bad_request", "start must be before end");
+    return before;
+}
+
+static void json_field(struct buf *b, const char *name, const char *value)
+{
+    buf_printf(b, ",\"%s\":", name);
+    json_write_cstr(b, value);
+}
+
 void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
                    const char *kind, const char *requested_by)
 {
     const char *start, *end, *topic, *tenant, *reason;
+    char from[24], to[24];
     bool only_original, dry_run, confirm;
     long rate;
     struct buf params = {0};
     if (!param_str(rq, body, "start", &start, rs) || !param_str(rq, body, "end", &end, rs) ||
+        !id_param(rq, body, "from_id", from, rs) || !id_param(rq, body, "to_id", to, rs) ||
         !param_str(rq, body, "topic", &topic, rs) || !param_str(rq, body, "tenant", &tenant, rs) ||
         !param_str(rq, body, "reason", &reason, rs) ||
         !opt_bool(rq, body, "only_original", true, &only_original, rs) ||
         !opt_bool(rq, body, "dry_run", false, &dry_run, rs) ||
         !opt_bool(rq, body, "confirm", false, &confirm, rs) || !rate_param(rq, body, rs, &rate))
         goto out;
-    if (!start || !end) {
-        http_error(rs, 400, "bad_request", "start and end (ISO 8601) are required");
-        goto out;
-    }
-    if (!http_iso8601_like(start) || !http_iso8601_like(end)) {
-        http_error(rs, 400, "bad_request",
-                   "start and end must be ISO 8601 timestamps, e.g. 2026-11-27T08:00:00Z");
-        goto out;
-    }
     struct pg_conn *c = http_db(rq, rs);
     if (!c) goto out;
-    const char *chk[] = {start, end};
-    struct db_rows *order =
-        http_exec(rq, rs, c, "SELECT $1::timestamptz < $2::timestamptz", 2, chk);
-    if (!order) goto done;
-    bool before = db_rows_text(order, 0, 0)[0] == 't';
-    db_rows_free(order);
-    if (!before) {
-        http_error(rs, 400, "bad_request", "start must be before end");
-        goto done;
-    }
-    const char *p[] = {
-        start, end, topic, tenant, only_original ? "true" : "false", rq->tenant_scope, NULL};
-    struct db_rows *cnt = http_exec(rq, rs, c, SQL_RANGE_COUNT, 6, p);
+    if (!range_bounds(rq, rs, c, start, end, from, to)) goto done;
+    const char *p[] = {start,
+                       end,
+                       topic,
+                       tenant,
+                       only_original ? "true" : "false",
+                       rq->tenant_scope,
+                       *from ? from : NULL,
+                       *to ? to : NULL,
+                       NULL};
+    struct db_rows *cnt = http_exec(rq, rs, c, SQL_RANGE_COUNT, 8, p);
     if (!cnt) goto done;
     long matched = atol(db_rows_text(cnt, 0, 0));
     db_rows_free(cnt);
@@ -502,18 +555,16 @@ void api_range_job(struct http_req *rq, struct http_resp *rs, const struct jsonv
     params_begin(&params, rq);
     buf_puts(&params, "\"start\":");
     json_write_cstr(&params, start);
-    buf_puts(&params, ",\"end\":");
-    json_write_cstr(&params, end);
-    buf_puts(&params, ",\"topic\":");
-    json_write_cstr(&params, topic);
-    buf_puts(&params, ",\"tenant\":");
-    json_write_cstr(&params, tenant);
+    json_field(&params, "end", end);
+    if (*from) buf_printf(&params, ",\"from_id\":%s,\"to_id\":%s", from, to);
+    json_field(&params, "topic", topic);
+    json_field(&params, "tenant", tenant);
     buf_printf(&params, ",\"only_original\":%s,\"rate_per_s\":%ld}",
                only_original ? "true" : "false", rate);
     double deferred;
     if (!guard(rq, rs, kind, requested_by, reason, matched, &params, &deferred)) goto done;
     start_bulk_job(rq, rs, c, kind, requested_by, reason, params.data, deferred,
-                   SQL_JOB_ITEMS_RANGE, 7, p, 6, "matched");
+                   SQL_JOB_ITEMS_RANGE, 9, p, 8, "matched");
 done:
     http_db_done(rq, c);
 out:

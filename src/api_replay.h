@@ -7,7 +7,8 @@
 
 /* The members each kind of body takes (strict input, CONTRACT 9.3). */
 #define BATCH_FIELDS "ids reason rate_per_s"
-#define RANGE_FIELDS "start end topic tenant only_original dry_run confirm rate_per_s reason"
+#define RANGE_FIELDS                                                                               \
+    "start end from_id to_id topic tenant only_original dry_run confirm rate_per_s reason"
 
 /* body {"ids": [...], "reason"?, "rate_per_s"?} -> a pending job of `kind`; answers 202
  * {"job_id", "total"} or the error. */

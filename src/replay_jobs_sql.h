@@ -50,20 +50,24 @@
                             "  failed = (SELECT count(*) FROM ins WHERE status = 'failed')"        \
                             " WHERE id = $1::bigint RETURNING total, failed"
 
-/* Range filter: $1 start, $2 end, $3 topic, $4 tenant, $5 only_original, $6 scope */
+/* Range filter: $1 start, $2 end (received_at, either may be NULL), $3 topic, $4 tenant,
+ * $5 only_original, $6 scope, $7 from_id, $8 to_id (journal ids, inclusive, NULL: open) */
 #define RANGE_WHERE                                                                                \
-    " WHERE received_at >= $1::timestamptz AND received_at < $2::timestamptz"                      \
+    " WHERE ($1::timestamptz IS NULL OR received_at >= $1::timestamptz)"                           \
+    " AND ($2::timestamptz IS NULL OR received_at < $2::timestamptz)"                              \
     " AND ($3::text IS NULL OR topic = $3) AND ($4::text IS NULL OR tenant_id = $4)"               \
-    " AND (NOT $5::bool OR replay_count = 0) AND " SCOPE("6", "tenant_id")
+    " AND (NOT $5::bool OR replay_count = 0) AND " SCOPE(                                          \
+        "6",                                                                                       \
+        "tenant_id") " AND ($7::bigint IS NULL OR id >= $7::bigint) AND ($8::bigint IS NULL OR id <= $8::bigint)"
 
 #define SQL_RANGE_COUNT "SELECT count(*) FROM event_journal" RANGE_WHERE
 
-/* $7 job */
+/* $9 job */
 #define SQL_JOB_ITEMS_RANGE                                                                        \
     "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, event_id)"                            \
-    " SELECT $7::bigint, row_number() OVER (ORDER BY id), id FROM event_journal" RANGE_WHERE       \
+    " SELECT $9::bigint, row_number() OVER (ORDER BY id), id FROM event_journal" RANGE_WHERE       \
     " RETURNING 1)"                                                                                \
-    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $7::bigint"             \
+    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $9::bigint"             \
     " RETURNING total"
 
 /* DLQ retry by filter: $1 job, $2 reason, $3 topic, $4 tenant, $5 scope */

@@ -225,8 +225,10 @@ static int64_t schedule_job(struct pg_conn *c, const struct policy_schedule *s, 
                                 jstr(params, "tenant"),
                                 only_original ? "true" : "false",
                                 NULL,
+                                NULL,
+                                NULL,
                                 jid};
-            items = q(c, SQL_JOB_ITEMS_RANGE, 7, pr);
+            items = q(c, SQL_JOB_ITEMS_RANGE, 9, pr);
         } else {
             const char *pd[] = {jid, jstr(params, "reason"), jstr(params, "topic"),
                                 jstr(params, "tenant"), window ? start : NULL};

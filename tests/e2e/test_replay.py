@@ -673,3 +673,39 @@ def test_kafka_unavailable_answers_503_and_counts_nothing_as_sent(db, topic, sin
     assert metric(samples, "eventsink_replays_total", source="operator_api", result="ok") == 0
     # (>= 2: see test_dlq_retry_with_slow_bookkeeping_is_produced_once_and_back_to_pending)
     assert metric(samples, "eventsink_replays_total", source="operator_api", result="failed") >= 2
+
+
+def test_range_replay_by_journal_ids(kafka, db, topic, sink):
+    """POST /replay/range with from_id/to_id (inclusive), instead of or beside start/end:
+    the seed's outage recovery, "replay 100 to 150", in one request."""
+    s = sink(topics=[topic], dsn=db)
+    api = api_for(s)
+    kafka.produce(topic, event_records([make_event(i, tenant=("acme", "globex")[i % 2])
+                                        for i in range(60)]))
+    wait_rows(db, JOURNAL_COUNT, 60, sinks=[s])
+    ids = [r[0] for r in query(db, "SELECT id FROM event_journal ORDER BY id")]
+    lo, hi = ids[10], ids[40]
+    acme = [r[0] for r in query(db, "SELECT id FROM event_journal WHERE id BETWEEN %s AND %s"
+                                    " AND tenant_id = 'acme' ORDER BY id", (lo, hi))]
+    assert ok_json(api.post("/replay/range", json={"from_id": lo, "to_id": hi, "dry_run": True})
+                   )["matched"] == 31
+    assert ok_json(api.post("/replay/range", params={"from_id": lo, "to_id": hi,
+                                                     "tenant": "acme", "dry_run": "true"})
+                   )["matched"] == len(acme)
+    # beside a time window: both apply
+    far = {"start": "2001-01-01T00:00:00Z", "end": "2001-01-02T00:00:00Z"}
+    assert ok_json(api.post("/replay/range", json=dict(far, from_id=lo, to_id=hi, dry_run=True))
+                   )["matched"] == 0
+    for bad in ({"from_id": lo}, {"to_id": hi}, {"from_id": hi, "to_id": lo},
+                {"from_id": 0, "to_id": hi}, {"from_id": "x", "to_id": hi}, {}):
+        error_json(api.post("/replay/range", json=dict(bad, dry_run=True)), 400, "bad_request")
+
+    job = ok_json(api.post("/replay/range", json={"from_id": lo, "to_id": hi, "tenant": "acme",
+                                                   "reason": "outage recovery"}), 202)
+    done = wait_job(api, job["job_id"], sinks=[s])
+    assert done["status"] == "done" and done["succeeded"] == len(acme), done
+    assert done["params"]["from_id"] == lo and done["params"]["to_id"] == hi, done
+    wait_rows(db, JOURNAL_COUNT, 60 + len(acme), sinks=[s])
+    replayed = [r[0] for r in query(db, "SELECT replayed_from_event_id FROM event_journal"
+                                        " WHERE replay_job_id = %s ORDER BY 1", (job["job_id"],))]
+    assert replayed == acme
