@@ -370,27 +370,35 @@ out:
 
 /* ---- POST /replay/batch ---------------------------------------------------------------- */
 
+/* A positive integer from the body, else from the query string: 1 with *out, 0 when absent,
+ * -1 when it is not one. */
+static int positive_param(struct http_req *rq, const struct jsonv *body, const char *key,
+                          int64_t *out)
+{
+    const struct jsonv *v = jsonv_get(body, key);
+    const char *q = http_query(rq, key);
+    if (v && v->type != JV_NULL) {
+        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) return -1;
+        *out = v->i;
+        return 1;
+    }
+    if (!q || !*q) return 0;
+    return http_parse_id(q, out) ? 1 : -1;
+}
+
 static bool rate_param(struct http_req *rq, const struct jsonv *body, struct http_resp *rs,
                        long *rate)
 {
-    const struct jsonv *v = jsonv_get(body, "rate_per_s");
-    const char *q = http_query(rq, "rate_per_s");
     long cap = rq->cfg->replay.rate_per_s;
-    *rate = cap;
     int64_t r = 0;
-    if (v && v->type != JV_NULL) {
-        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) goto bad;
-        r = v->i;
-    } else if (q && *q) {
-        if (!http_parse_id(q, &r)) goto bad;
-    } else {
-        return true;
+    int got = positive_param(rq, body, "rate_per_s", &r);
+    if (got < 0) {
+        http_error(rs, 400, "bad_request", "rate_per_s must be a positive integer");
+        return false;
     }
-    *rate = r < cap ? (long)r : cap; /* a request may go slower than replay.rate_per_s */
+    /* a request may go slower than replay.rate_per_s */
+    *rate = got && r < cap ? (long)r : cap;
     return true;
-bad:
-    http_error(rs, 400, "bad_request", "rate_per_s must be a positive integer");
-    return false;
 }
 
 void api_batch_job(struct http_req *rq, struct http_resp *rs, const struct jsonv *body,
@@ -452,23 +460,15 @@ static void h_replay_batch(struct http_req *rq, struct http_resp *rs)
 static bool id_param(struct http_req *rq, const struct jsonv *body, const char *key, char out[24],
                      struct http_resp *rs)
 {
-    const struct jsonv *v = jsonv_get(body, key);
-    const char *q = http_query(rq, key);
     int64_t id = 0;
     out[0] = 0;
-    if (v && v->type != JV_NULL) {
-        if (v->type != JV_NUMBER || !v->is_int || v->i < 1) goto bad;
-        id = v->i;
-    } else if (q && *q) {
-        if (!http_parse_id(q, &id)) goto bad;
-    } else {
-        return true;
+    int got = positive_param(rq, body, key, &id);
+    if (got < 0) {
+        http_error(rs, 400, "bad_request", "%s must be a positive integer (a journal id)", key);
+        return false;
     }
-    snprintf(out, 24, "%" PRId64, id);
+    if (got) snprintf(out, 24, "%" PRId64, id);
     return true;
-bad:
-    http_error(rs, 400, "bad_request", "%s must be a positive integer (a journal id)", key);
-    return false;
 }
 
 /* start/end (ISO 8601) and from_id/to_id: a range needs both ends of one kind or the

@@ -10,6 +10,7 @@
 
 #include "assets.h"
 #include "buf.h"
+#include "deadline.h"
 #include "kafka_util.h"
 #include "log.h"
 #include "lua_host.h"
@@ -40,13 +41,6 @@ struct consumer {
 
 #define SEEK_RETRY_MS 1000
 #define POSITION_PROBE_INTERVAL_MS 10000
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A failed commit loses nothing: the events are in PostgreSQL, and a redelivery is
  * recognised there. */
@@ -432,7 +426,7 @@ static void seek_assigned(struct consumer *c, const rd_kafka_topic_partition_lis
         failed->offset = t->offset;
     }
     if (e) rd_kafka_error_destroy(e);
-    c->seek_retry_ms = mono_ms() + SEEK_RETRY_MS;
+    c->seek_retry_ms = mono_now_ms() + SEEK_RETRY_MS;
     rd_kafka_topic_partition_list_destroy(todo);
     rd_kafka_topic_partition_list_destroy(assigned);
 }
@@ -445,7 +439,7 @@ void consumer_seek(struct consumer *c, const rd_kafka_topic_partition_list_t *po
 /* From consumer_poll(): seeks again what failed, once a second. */
 static void retry_failed_seeks(struct consumer *c)
 {
-    if (!c->failed_seeks->cnt || mono_ms() < c->seek_retry_ms) return;
+    if (!c->failed_seeks->cnt || mono_now_ms() < c->seek_retry_ms) return;
     rd_kafka_topic_partition_list_t *again = rd_kafka_topic_partition_list_copy(c->failed_seeks);
     seek_assigned(c, again);
     rd_kafka_topic_partition_list_destroy(again);

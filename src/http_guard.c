@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "deadline.h"
 #include "log.h"
 
 #define SWEEP_MS 200
@@ -45,13 +46,6 @@ struct http_guard {
     int64_t logged_ms;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Caller holds the lock. */
 static void shut(struct guarded *c)
 {
@@ -87,7 +81,7 @@ static void *sweep(void *arg)
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&g->wake, &g->lock, &ts);
-        int64_t now = now_ms();
+        int64_t now = mono_now_ms();
         for (struct guarded *c = g->head; c; c = c->next)
             if (!c->busy && !c->shut && now - c->since_ms > g->deadline_ms) {
                 shut(c);
@@ -153,7 +147,7 @@ static void describe(struct MHD_Connection *conn, struct guarded *c)
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     c->fd = fd ? fd->connect_fd : -1;
     c->shut = c->fd < 0;
-    c->since_ms = now_ms();
+    c->since_ms = mono_now_ms();
     const union MHD_ConnectionInfo *a =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!a || !a->client_addr) return;
@@ -290,7 +284,7 @@ static void set_busy(struct MHD_Connection *conn, bool busy)
     if (!c) return;
     pthread_mutex_lock(&c->g->lock);
     c->busy = busy;
-    c->since_ms = now_ms();
+    c->since_ms = mono_now_ms();
     pthread_mutex_unlock(&c->g->lock);
 }
 

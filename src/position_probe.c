@@ -43,6 +43,7 @@ struct position_probe {
     pthread_mutex_t round_lock; /* one round at a time */
     struct track *tracks;
     size_t ntracks, cap;
+    size_t last; /* the track of the record seen last */
     rd_kafka_topic_partition_list_t *replaced;
     atomic_bool any_replaced;
     unsigned epoch; /* bumped by forget: a round in progress drops its findings */
@@ -82,7 +83,9 @@ void position_probe_saw(struct position_probe *p, const char *topic, int32_t par
                      .key = key ? fnv1a(key, key_len) : 0,
                      .len = len};
     pthread_mutex_lock(&p->lock);
-    struct track *t = NULL;
+    /* records come in runs of one partition: the one seen last first */
+    struct track *t = p->last < p->ntracks ? &p->tracks[p->last] : NULL;
+    if (t && (t->partition != partition || strcmp(t->topic, topic) != 0)) t = NULL;
     for (size_t i = 0; i < p->ntracks && !t; i++)
         if (p->tracks[i].partition == partition && strcmp(p->tracks[i].topic, topic) == 0)
             t = &p->tracks[i];
@@ -96,6 +99,7 @@ void position_probe_saw(struct position_probe *p, const char *topic, int32_t par
     }
     t->last = s;
     if (!t->first.set) t->first = s;
+    p->last = (size_t)(t - p->tracks);
     pthread_mutex_unlock(&p->lock);
 }
 
