@@ -15,7 +15,7 @@
 #include "pgarray.h"
 #include "replay_auth.h"
 
-#define DLQ_NCOLS 13 /* the parameters of SQL_DLQ_INSERT */
+#define DLQ_NCOLS 14 /* the parameters of SQL_DLQ_INSERT */
 
 struct db {
     PGconn *conn;
@@ -398,6 +398,7 @@ static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int po
         pgarray_int_or_null(&db->cols[10], d->replayed_from_dlq_id);
         pgarray_int_or_null(&db->cols[11], r->timestamp_ms > 0 ? r->timestamp_ms : 0);
         pgarray_cstr(&db->cols[12], d->event_type);
+        pgarray_int_or_null(&db->cols[13], d->replayed_from_dlq_id ? d->replay_job_id : 0);
     }
 }
 

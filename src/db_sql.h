@@ -117,9 +117,23 @@
 
 #define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS SQL_JOURNAL_RESULT
 
+/* Records the outcome of the retries in CTE `from` (columns id: the DLQ entry, and
+ * replay_job_id) on their job items, and counts them in their jobs' `count` column. An item
+ * whose produce failed keeps that failure. */
+#define JOB_ITEM_OUTCOME(from, outcome, count) \
+    ", " from "_items AS (" \
+    " UPDATE replay_job_items i SET outcome = '" outcome "' FROM " from \
+    " WHERE i.job_id = " from ".replay_job_id AND i.dlq_id = " from ".id" \
+    "  AND i.outcome IS NULL AND i.status <> 'failed' RETURNING i.job_id" \
+    "), " from "_jobs AS (" \
+    " UPDATE replay_jobs j SET " count " = j." count " + n.n" \
+    " FROM (SELECT job_id, count(*) AS n FROM " from "_items GROUP BY job_id) n" \
+    " WHERE j.id = n.job_id" \
+    ")"
+
 /* The same for a batch holding retried DLQ entries: each one that lands resolves its
  * entry in the same statement, but only its own retry (an item of the job that carries
- * it) and only while the entry is retrying. */
+ * it) and only while the entry is retrying; its job counts it a success. */
 #define SQL_JOURNAL_INSERT_RESOLVE SQL_JOURNAL_ROWS \
     ", resolved AS (" \
     " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
@@ -127,7 +141,8 @@
     " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status = 'retrying'" \
     "  AND EXISTS (SELECT 1 FROM replay_job_items i" \
     "   WHERE i.job_id = ins.replay_job_id AND i.dlq_id = d.id)" \
-    ")" SQL_JOURNAL_RESULT
+    " RETURNING d.id, ins.replay_job_id" \
+    ")" JOB_ITEM_OUTCOME("resolved", "resolved", "succeeded") SQL_JOURNAL_RESULT
 /* clang-format on */
 
 /* The plain originals of a batch (no replay marker): columns in the order of copy_plain(),
@@ -137,7 +152,8 @@
     " event_key, headers, payload, kafka_timestamp) FROM STDIN (FORMAT binary)"
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
- * attempt on that entry (once per Kafka position) instead of adding a row. A record at a
+ * attempt on that entry (once per Kafka position) instead of adding a row, and a failure
+ * in the job that retried it. A record at a
  * position the DLQ holds for a different record (reused offsets, see SQL_JOURNAL_ROWS) gets
  * the position's next generation (`reused` true). */
 /* clang-format off */
@@ -152,10 +168,10 @@
     "WITH r AS (" \
     " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[]," \
     "  $6::bytea[], $7::text[], $8::text[], $9::int[], $10::text[], $11::bigint[], $12::bigint[]," \
-    "  $13::text[])" \
+    "  $13::text[], $14::bigint[])" \
     "  WITH ORDINALITY AS r(topic, kafka_partition, kafka_offset, event_key, headers," \
     "  raw_payload, reason, error, policy_version, tenant_id, retry_of, kafka_ts_ms, event_type," \
-    "  ord)" \
+    "  replay_job_id, ord)" \
     "), retried AS (" \
     " UPDATE dead_letter_queue d SET attempts = d.attempts + 1, last_attempt_at = now()," \
     "  reason = r.reason, error = r.error, policy_version = r.policy_version," \
@@ -164,8 +180,9 @@
     "  last_retry_offset = r.kafka_offset, retry_decided = false" \
     " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition," \
     "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)" \
-    " RETURNING d.id, d.reason, d.tenant_id, d.error" \
-    "), fresh AS (" \
+    " RETURNING d.id, d.reason, d.tenant_id, d.error, r.replay_job_id" \
+    ")" JOB_ITEM_OUTCOME("retried", "failed_again", "failed") \
+    ", fresh AS (" \
     " SELECT * FROM r WHERE r.retry_of IS NULL" \
     "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \
     "), ins AS (" \

@@ -41,7 +41,9 @@
 /* clang-format on */
 
 /* Outcome of a chunk: $1 job, $2 seq[], $3 status[], $4 error[], $5 topic[], $6 partition[],
- * $7 offset[]. Updates the items and the job's counts in one statement. */
+ * $7 offset[]. Updates the items and the job's counts in one statement. A DLQ retry that
+ * Kafka took is not yet a success: it counts once the consumer has read it back and
+ * resolved the entry (SQL_JOURNAL_INSERT_RESOLVE; failed again: SQL_DLQ_INSERT). */
 #define SQL_REPLAY_ITEMS_DONE                                                                      \
     "WITH r AS (SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[],"               \
     "  $6::int[], $7::bigint[]) AS r(seq, status, error, topic, part, off)),"                      \
@@ -55,14 +57,16 @@
     "  FROM upd WHERE upd.status = 'failed' AND d.id = upd.dlq_id"                                 \
     "  AND d.status IN ('pending', 'retrying') RETURNING d.id)"                                    \
     " UPDATE replay_jobs SET"                                                                      \
-    "  succeeded = succeeded + (SELECT count(*) FROM upd WHERE status = 'sent'),"                  \
+    "  succeeded = succeeded + (SELECT count(*) FROM upd WHERE status = 'sent'"                    \
+    "   AND dlq_id IS NULL),"                                                                      \
     "  failed = failed + (SELECT count(*) FROM upd WHERE status = 'failed'),"                      \
     "  heartbeat_at = now()"                                                                       \
     " WHERE id = $1::bigint RETURNING succeeded, failed, total, status"
 
 /* The items of job $1 that Kafka may have written (pending with an error, replay.c
  * resolve_unknown) and that the journal holds: counted sent, with the journal row's
- * position. Returns how many. Only verified replays carry a job id (replay_auth.h). */
+ * position (a DLQ retry found there was counted when it resolved its entry). Returns how
+ * many. Only verified replays carry a job id (replay_auth.h). */
 #define SQL_REPLAY_ITEMS_FOUND                                                                     \
     "WITH u AS MATERIALIZED (SELECT seq, event_id, dlq_id FROM replay_job_items"                   \
     "  WHERE job_id = $1::bigint AND status = 'pending' AND error IS NOT NULL),"                   \
@@ -76,8 +80,9 @@
     "  kafka_topic = f.topic, kafka_partition = f.kafka_partition,"                                \
     "  kafka_offset = f.kafka_offset, sent_at = now()"                                             \
     "  FROM f WHERE i.job_id = $1::bigint AND i.seq = f.seq AND i.status = 'pending'"              \
-    "  RETURNING 1),"                                                                              \
-    " job AS (UPDATE replay_jobs SET succeeded = succeeded + (SELECT count(*) FROM upd)"           \
+    "  RETURNING i.dlq_id),"                                                                       \
+    " job AS (UPDATE replay_jobs SET succeeded = succeeded"                                        \
+    "  + (SELECT count(*) FROM upd WHERE dlq_id IS NULL)"                                          \
     "  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM upd) RETURNING 1)"                          \
     " SELECT count(*) FROM upd"
 
@@ -88,12 +93,30 @@
     "UPDATE dead_letter_queue SET status = 'retrying', last_attempt_at = now()"                    \
     " WHERE id = ANY($1::bigint[]) AND status = 'pending'"
 
-/* Closes a job once nothing is pending: $1 job. */
+/* A DLQ retry Kafka took whose outcome the consumer has not recorded (the index
+ * replay_job_items_awaiting holds exactly these). */
+#define AWAITING_OUTCOME "status = 'sent' AND dlq_id IS NOT NULL AND outcome IS NULL"
+
+/* How long a job waits for the consumer to read its DLQ retries back. */
+#define REPLAY_OUTCOME_WAIT_S "120"
+
+/* The DLQ retries of job $1 sent longer ago than that: counted failed, with why. The entry
+ * itself stays as the consumer left it (retrying, until its next attempt). */
+#define SQL_REPLAY_OUTCOME_EXPIRE                                                                          \
+    "WITH x AS (UPDATE replay_job_items SET outcome = 'no_outcome',"                                       \
+    "  error = 'Kafka took the retry, but the consumer did not read it back within " REPLAY_OUTCOME_WAIT_S \
+    " s'"                                                                                                  \
+    "  WHERE job_id = $1::bigint AND " AWAITING_OUTCOME                                                    \
+    "  AND sent_at < now() - interval '" REPLAY_OUTCOME_WAIT_S " seconds' RETURNING 1)"                    \
+    " UPDATE replay_jobs SET failed = failed + (SELECT count(*) FROM x)"                                   \
+    " WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM x)"
+
+/* Closes a job once nothing is pending and every DLQ retry has its outcome: $1 job. */
 #define SQL_REPLAY_JOB_FINISH                                                                      \
     "UPDATE replay_jobs SET status = CASE WHEN failed > 0 AND succeeded = 0 AND total > 0"         \
     "  THEN 'failed' ELSE 'done' END, finished_at = now()"                                         \
     " WHERE id = $1::bigint AND status IN ('pending', 'running')"                                  \
     "  AND NOT EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = $1::bigint"                   \
-    "  AND status = 'pending') RETURNING status, kind"
+    "  AND (status = 'pending' OR (" AWAITING_OUTCOME "))) RETURNING status, kind"
 
 #endif

@@ -22,14 +22,17 @@
 #define IDLE_WAIT_MS 1000
 
 /* jobs the worker may run (single replays are run by their HTTP request, unless Kafka's
- * answer did not come: then the worker settles the item, replay.c resolve_unknown) */
+ * answer did not come: then the worker settles the item, replay.c resolve_unknown; or a
+ * DLQ retry's outcome came after its request: then the worker closes the job) */
 /* clang-format off */
 #define SQL_WORKER_JOBS \
     "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)" \
     " FROM replay_jobs WHERE status IN ('pending', 'running')" \
     " AND ((kind <> 'single' AND NOT coalesce((params->>'sync')::bool, false))" \
     "  OR EXISTS (SELECT 1 FROM replay_job_items i WHERE i.job_id = replay_jobs.id" \
-    "   AND i.status = 'pending' AND i.error IS NOT NULL))" \
+    "   AND i.status = 'pending' AND i.error IS NOT NULL)" \
+    "  OR (status = 'running' AND NOT EXISTS (SELECT 1 FROM replay_job_items i" \
+    "   WHERE i.job_id = replay_jobs.id AND i.status = 'pending' AND i.error IS NULL)))" \
     " AND coalesce((params->>'not_before')::float8, 0) <= extract(epoch FROM now())" \
     " ORDER BY id LIMIT 20"
 /* clang-format on */
@@ -83,8 +86,25 @@ static struct db_rows *q(struct pg_conn *c, const char *sql, int n, const char *
     return db_rows_logged(c, "replay worker", sql, n, p);
 }
 
-/* Runs one claimed job until it is done, cancelled or the service stops. */
-static void run_job(struct pg_conn *c, const char *id, const char *kind, const char *tag, long rate)
+/* Closes a job that has nothing left to send, unless a DLQ retry's outcome is still to
+ * come (then true: the worker looks again later). Retries without an outcome after
+ * REPLAY_OUTCOME_WAIT_S count as failed. */
+static bool finish(struct pg_conn *c, const char *const *p)
+{
+    db_rows_free(q(c, SQL_REPLAY_OUTCOME_EXPIRE, 1, p));
+    struct db_rows *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
+    bool closed = f && db_rows_count(f);
+    if (closed) {
+        log_info("replay job %s finished: %s", p[0], db_rows_text(f, 0, 0));
+        metrics_job_finished(db_rows_text(f, 0, 1), db_rows_text(f, 0, 0));
+    }
+    db_rows_free(f);
+    return f && !closed;
+}
+
+/* Runs one claimed job until it is done, cancelled or the service stops. True when all is
+ * sent but the outcome of some DLQ retries is still to come. */
+static bool run_job(struct pg_conn *c, const char *id, const char *kind, const char *tag, long rate)
 {
     char me[128];
     char host[64] = "?";
@@ -92,10 +112,10 @@ static void run_job(struct pg_conn *c, const char *id, const char *kind, const c
     snprintf(me, sizeof me, "%s:%d", host, (int)getpid());
     const char *p[] = {id, me};
     struct db_rows *r = q(c, SQL_WORKER_START, 2, p);
-    if (!r) return;
+    if (!r) return false;
     if (db_rows_count(r) == 0) {
         db_rows_free(r);
-        return;
+        return false;
     }
     log_info("replay job %s (%s, source %s) running: %s of %s done so far, %ld events/s", id, kind,
              tag, db_rows_text(r, 0, 0), db_rows_text(r, 0, 2), rate);
@@ -106,19 +126,19 @@ static void run_job(struct pg_conn *c, const char *id, const char *kind, const c
     int chunk = rate < CHUNK_MAX ? (int)(rate < 1 ? 1 : rate) : CHUNK_MAX;
     while (!atomic_load(&stopping)) {
         struct db_rows *st = q(c, SQL_WORKER_STATUS, 1, p);
-        if (!st) return;
+        if (!st) return false;
         bool live = db_rows_count(st) && (strcmp(db_rows_text(st, 0, 0), "running") == 0);
         db_rows_free(st);
         if (!live) {
             log_info("replay job %s stopped: it was cancelled", id);
-            return;
+            return false;
         }
         struct replay_outcome out;
         char *err = NULL;
         if (!replay_run_chunk(c, env, job, tag, chunk, &stopping, &out, &err)) {
             log_warn("replay job %s: %s; it resumes later", id, err);
             free(err);
-            return;
+            return false;
         }
         sent_total += out.sent;
         health_progress(HEALTH_REPLAY_WORKER);
@@ -129,15 +149,7 @@ static void run_job(struct pg_conn *c, const char *id, const char *kind, const c
                      out.unknown, out.error);
             if (!out.sent) wait_ms(UNKNOWN_BACKOFF_MS); /* Kafka is in trouble: not a busy loop */
         }
-        if (out.nothing_pending) {
-            struct db_rows *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
-            if (f && db_rows_count(f)) {
-                log_info("replay job %s finished: %s", id, db_rows_text(f, 0, 0));
-                metrics_job_finished(db_rows_text(f, 0, 1), db_rows_text(f, 0, 0));
-            }
-            db_rows_free(f);
-            return;
-        }
+        if (out.nothing_pending) return finish(c, p);
         /* keep to the rate: sent_total events should take sent_total / rate seconds */
         double ahead = (double)sent_total / (double)rate - (now_s() - t_start);
         while (ahead > 0 && !atomic_load(&stopping)) {
@@ -149,6 +161,7 @@ static void run_job(struct pg_conn *c, const char *id, const char *kind, const c
         }
     }
     log_info("replay job %s paused by shutdown; it resumes at its next pending event", id);
+    return false;
 }
 
 static void *loop(void *arg)
@@ -178,10 +191,11 @@ static void *loop(void *arg)
             if (!mine) continue; /* another instance runs it */
             long r = atol(db_rows_text(jobs, i, 3));
             health_busy(HEALTH_REPLAY_WORKER);
-            run_job(c, id, db_rows_text(jobs, i, 1), db_rows_text(jobs, i, 2), r > 0 ? r : 1);
+            bool awaiting =
+                run_job(c, id, db_rows_text(jobs, i, 1), db_rows_text(jobs, i, 2), r > 0 ? r : 1);
             health_idle(HEALTH_REPLAY_WORKER);
             db_rows_free(q(c, SQL_WORKER_UNCLAIM, 1, pid));
-            ran = true;
+            if (!awaiting) ran = true; /* else waiting on the consumer: no busy loop */
         }
         db_rows_free(jobs);
         if (!ran) wait_ms(IDLE_WAIT_MS);

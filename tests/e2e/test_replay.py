@@ -487,6 +487,9 @@ def test_dlq_retry_resolve_fail_again_discard_and_filter(kafka, db, topic, sink,
         return d if d["attempts"] == 1 and d["status"] == "pending" else None
     harness.wait_for(failed_again, 60, what=f"DLQ entry {a} to count a failed attempt")
     s.wait_log(rf"DLQ entry {a} was retried and failed again", timeout=30)
+    # the job says what became of the entry: it failed again, it did not succeed
+    job = wait_job(api, body["job_id"], sinks=[s])
+    assert (job["status"], job["succeeded"], job["failed"]) == ("failed", 0, 1), job
     wait_caught_up(kafka, sink.group_id, [topic], sinks=[s])
     assert count(db, DLQ_COUNT) == 5
     assert count(db, "SELECT count(*) FROM event_journal WHERE tenant_id = 'reject-me'") == 0
@@ -495,6 +498,8 @@ def test_dlq_retry_resolve_fail_again_discard_and_filter(kafka, db, topic, sink,
     query(db, "ALTER TABLE event_journal DROP CONSTRAINT no_reject")
     body = ok_json(api.post(f"/dlq/{a}/retry"), 202)
     row = _landed(db, s, body)
+    job = wait_job(api, body["job_id"], sinks=[s])
+    assert (job["status"], job["succeeded"], job["failed"]) == ("done", 1, 0), job
     d = query_dicts(db, "SELECT * FROM dead_letter_queue WHERE id = %s", (a,))[0]
     assert d["status"] == "resolved" and d["resolved_event_id"] == row["id"], d
     assert d["attempts"] >= 1
@@ -520,13 +525,16 @@ def test_dlq_retry_resolve_fail_again_discard_and_filter(kafka, db, topic, sink,
     # retry by filter: only the pending db_reject entry (c)
     f = ok_json(api.post("/dlq/retry", json={"reason": "db_reject"}), 202)
     assert f["total"] == 1
-    assert wait_job(api, f["job_id"], sinks=[s])["succeeded"] == 1
+    job = wait_job(api, f["job_id"], sinks=[s])
+    assert (job["status"], job["succeeded"], job["failed"]) == ("done", 1, 0), job
     harness.wait_for(lambda: scalar(db, "SELECT status FROM dead_letter_queue WHERE id = %s",
                                     (c,)) == "resolved", 60, what=f"DLQ entry {c} resolved")
     # invalid JSON retried: the markers travel in the headers; they fail again in place
     f2 = ok_json(api.post("/dlq/retry", json={"reason": "invalid_json"}), 202)
     assert f2["total"] == 2
-    assert wait_job(api, f2["job_id"], sinks=[s])["succeeded"] == 2
+    job = wait_job(api, f2["job_id"], sinks=[s])
+    assert (job["status"], job["succeeded"], job["failed"], job["pending"]) == (
+        "failed", 0, 2, 0), job
     harness.wait_for(lambda: count(db, "SELECT count(*) FROM dead_letter_queue WHERE reason = "
                                        "'invalid_json' AND attempts = 1 AND status = 'pending'")
                      == 2, 60, what="the invalid_json entries to count one failed attempt")
@@ -537,6 +545,39 @@ def test_dlq_retry_resolve_fail_again_discard_and_filter(kafka, db, topic, sink,
     assert count(db, "SELECT count(*) FROM event_journal WHERE tenant_id = 'reject-me'") == 2
     assert count(db, "SELECT count(*) FROM event_journal WHERE replayed_from_event_id IS NOT "
                      "NULL") == 0
+
+
+def test_dlq_retry_never_read_back_counts_as_failed_not_succeeded(kafka, db, topic, sink):
+    """A retry Kafka took but that no consumer reads back (its topic is not one this
+    service consumes) has no outcome: the job waits for one, then counts it failed with
+    why, instead of calling it a success."""
+    s, api, _ = _start(sink, kafka, db, topic, [make_event(1, tenant="acme")])
+    elsewhere = kafka.create_topic()
+    dlq_id = scalar(db, "INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset,"
+                        " raw_payload, reason, error) VALUES (%s, 0, 0, %s, 'missing_tenant',"
+                        " 'no tenant') RETURNING id",
+                    (elsewhere, json.dumps(make_event(2, tenant="acme")).encode()))
+    body = ok_json(api.post("/dlq/retry", json={"reason": "missing_tenant"}), 202)
+    assert body["total"] == 1
+
+    def awaiting():
+        j = ok_json(api.get(f"/replay/jobs/{body['job_id']}"))
+        sent = scalar(db, "SELECT status FROM replay_job_items WHERE job_id = %s",
+                      (body["job_id"],))
+        return j if sent == "sent" else None
+    job = harness.wait_for(awaiting, 60, what="the retry to be sent")
+    # Kafka took it; nothing is known yet of the entry, so nothing counts as done
+    assert (job["status"], job["succeeded"], job["failed"], job["pending"]) == (
+        "running", 0, 0, 1), job
+    # the wait for an outcome (two minutes) has passed
+    query(db, "UPDATE replay_job_items SET sent_at = now() - interval '1 hour' WHERE job_id = %s",
+          (body["job_id"],))
+    job = wait_job(api, body["job_id"], sinks=[s])
+    assert (job["status"], job["succeeded"], job["failed"]) == ("failed", 0, 1), job
+    item = query_dicts(db, "SELECT outcome, error FROM replay_job_items WHERE job_id = %s",
+                       (body["job_id"],))[0]
+    assert item["outcome"] == "no_outcome" and "did not read it back" in item["error"], item
+    assert scalar(db, "SELECT status FROM dead_letter_queue WHERE id = %s", (dlq_id,)) != "resolved"
 
 
 def test_dlq_retry_with_slow_bookkeeping_is_produced_once_and_back_to_pending(
