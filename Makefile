@@ -1,6 +1,6 @@
 # eventsink — see README.md.  `make` builds build/eventsink.
 CC      ?= cc
-PKGS    := rdkafka lua5.4 libpq libmicrohttpd
+PKGS    := rdkafka lua5.4 libpq libmicrohttpd libcurl
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
            -D_GNU_SOURCE -Isrc -Ibuild/gen $(shell pkg-config --cflags $(PKGS) openssl)

@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config clang-format
   librdkafka-dev liblua5.4-dev lua5.4 lua-cjson libmicrohttpd-dev libpq-dev libssl-dev
+  libcurl4-openssl-dev
   postgresql postgresql-client
   libcmocka-dev
   kcat curl jq python3 python3-venv openssl wrk tzdata

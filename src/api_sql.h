@@ -82,7 +82,10 @@
 
 #define SQL_PING "SELECT 1"
 
-/* GET /stats: $1 window (s), $2 bin (s), $3 token scope. Non-empty bins, oldest first. */
+/* GET /stats: $1 window (s), $2 bin (s), $3 token scope. Non-empty bins, oldest first.
+ * Also what the status page needs to know whether its lists changed (it fetches them only
+ * then): the newest journal id and replay id, and a version of the replay jobs that moves
+ * with any job's creation, progress or end. The service's health is added by h_stats. */
 /* clang-format off */
 #define SQL_STATS \
     "SELECT json_build_object('now', now(), 'window_s', $1::int, 'bin_s', $2::int," \
@@ -97,7 +100,18 @@
     " 'dlq', (SELECT coalesce(json_agg(json_build_object('reason', reason, 'status', status," \
     "   'count', n) ORDER BY reason, status), '[]')" \
     "  FROM (SELECT reason, status, count(*) AS n FROM dead_letter_queue" \
-    "   WHERE ($3::text[] IS NULL OR tenant_id = ANY($3::text[])) GROUP BY 1, 2) d))"
+    "   WHERE ($3::text[] IS NULL OR tenant_id = ANY($3::text[])) GROUP BY 1, 2) d)," \
+    " 'journal', json_build_object(" \
+    "  'latest_id', (SELECT max(id) FROM event_journal" \
+    "   WHERE ($3::text[] IS NULL OR tenant_id = ANY($3::text[])))," \
+    "  'latest_replay_id', (SELECT max(id) FROM event_journal WHERE replay_count > 0" \
+    "   AND ($3::text[] IS NULL OR tenant_id = ANY($3::text[]))))," \
+    " 'jobs', (SELECT json_build_object('active', count(*) FILTER (WHERE status IN" \
+    "   ('pending', 'running')), 'version', concat_ws(':', max(id), count(*) FILTER (WHERE" \
+    "   status IN ('pending', 'running')), sum(succeeded + failed) FILTER (WHERE status IN" \
+    "   ('pending', 'running')), extract(epoch FROM max(finished_at))))" \
+    "  FROM replay_jobs WHERE ($3::text[] IS NULL OR (params ? 'scope' AND ARRAY(SELECT" \
+    "   jsonb_array_elements_text(params->'scope')) <@ $3::text[]))))"
 /* clang-format on */
 
 #endif

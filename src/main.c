@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "op.h"
 #include "pipeline.h"
 #include "reload.h"
 
@@ -26,6 +27,10 @@ static void usage(FILE *out)
             "       eventsink migrate [-c FILE]         apply the database migrations\n"
             "       eventsink policy-eval [-c FILE] EVENTS.jsonl\n"
             "                                           print the policies' decisions\n"
+            "       eventsink events|replay|jobs|dlq|reload|status ...\n"
+            "                                           operator commands: they talk to the\n"
+            "                                           running service's HTTP API (eventsink\n"
+            "                                           replay --help, ...)\n"
             "       eventsink --version | --help\n"
             "FILE defaults to ./sink.conf.lua. Exit codes: 0 ok, 1 runtime failure,\n"
             "2 usage or configuration error.\n");
@@ -51,8 +56,22 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The first word that is not an option (nor -c's file). */
+static const char *command_word(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--api") == 0 ||
+            strcmp(argv[i], "--token-file") == 0)
+            i++;
+        else if (argv[i][0] != '-')
+            return argv[i];
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    if (op_is_command(command_word(argc, argv))) return op_main(argc, argv);
     const char *conf = "./sink.conf.lua";
     const char *cmd = NULL;
     const char *arg = NULL;

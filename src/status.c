@@ -115,6 +115,17 @@ void status_policies_failed(const char *error)
     pthread_mutex_unlock(&lock);
 }
 
+void status_policies_stamp_json(struct buf *out)
+{
+    pthread_mutex_lock(&lock);
+    buf_printf(out, "{\"policy_version\":%d,\"loaded_at\":", atomic_load(&policy_version));
+    json_write_cstr(out, pol.n ? pol.loaded_at : NULL);
+    buf_puts(out, ",\"last_error_at\":");
+    json_write_cstr(out, pol.last_error ? pol.last_error_at : NULL);
+    buf_putc(out, '}');
+    pthread_mutex_unlock(&lock);
+}
+
 void status_policies_json(struct buf *out)
 {
     pthread_mutex_lock(&lock);

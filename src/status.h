@@ -21,6 +21,10 @@ void status_policies_loaded(int version, char *const *files, size_t nfiles);
 /* After a failed reload: the error, kept until the next successful load. */
 void status_policies_failed(const char *error);
 
+/* Appends {"policy_version":N,"loaded_at":"...","last_error_at":..}: what changes when
+ * GET /admin/policies would answer something else. */
+void status_policies_stamp_json(struct buf *out);
+
 /* Appends {"policy_version":N,"loaded_at":"...","last_error":..,"files":[{"path","sha256"}]}. */
 void status_policies_json(struct buf *out);
 
