@@ -235,6 +235,22 @@ class Browser:
                     out.append(f"{e.get('source')}: {e.get('text')}")
         return out
 
+    def set_viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        self.width, self.height = width, height
+        self.page("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=mobile)
+
+    def transfers(self, since: int = 0) -> list[tuple[str, int]]:
+        """(url, bytes received for it, headers included) of each request that finished
+        after event number `since`, in order."""
+        with self._lock:
+            events = list(self.events[since:])
+        urls = {ev["params"]["requestId"]: ev["params"]["request"]["url"] for ev in events
+                if ev.get("method") == "Network.requestWillBeSent"}
+        return [(urls[ev["params"]["requestId"]], int(ev["params"]["encodedDataLength"]))
+                for ev in events if ev.get("method") == "Network.loadingFinished"
+                and ev["params"]["requestId"] in urls]
+
     def requested_urls(self) -> list[str]:
         with self._lock:
             return [ev["params"]["request"]["url"] for ev in self.events

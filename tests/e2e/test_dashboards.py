@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -493,7 +494,7 @@ def test_status_page_is_self_contained():
         assert directives[directive] == f"'{want}'", (
             f"web/status.html: the {tag} block changed; set {directive} to '{want}'")
     for needed in ("sessionStorage", "Authorization", "Bearer ", "<canvas", "/events/latest",
-                   "/lineage", "/dlq", "/replay/jobs", "/admin/policies", "/health"):
+                   "/lineage", "/stats", "/replay/jobs", "/admin/policies", "/health"):
         assert needed in html, needed
 
 
@@ -887,6 +888,27 @@ def _matches_database(w: World, st: dict) -> list[str]:
     return diffs
 
 
+CARD_RECTS = r"""Array.from(document.querySelectorAll('section.card')).map(c => {
+  const r = c.getBoundingClientRect();
+  return {id: c.id, top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height};
+})"""
+
+
+def _refresh_traffic(b: Browser, cycles: int) -> dict:
+    """The requests of `cycles` whole refresh cycles of the page, with their sizes."""
+    def updated():
+        return b.eval("document.getElementById('updated').dataset.updated")
+    first = harness.wait_for(updated, 30, what="a refresh")
+    mark, last = len(b.events), first
+    for _ in range(cycles):
+        prev = last
+        last = harness.wait_for(lambda: updated() != prev and updated(), 30,
+                                what="the next refresh")
+    reqs = b.transfers(mark)
+    return {"cycles": cycles, "requests": reqs,
+            "bytes_per_refresh": sum(n for _, n in reqs) / cycles}
+
+
 def test_status_page_in_headless_chromium(world):
     w = world
     if chromium_path() is None:
@@ -956,6 +978,43 @@ def test_status_page_in_headless_chromium(world):
         assert int(st["repl"]) == before + 1
 
         b.screenshot(ARTIFACTS / "status-page.png")
+
+        # a refresh is one small request (GET /stats); a list is fetched only when it changed
+        traffic = _refresh_traffic(b, cycles=2)
+        (ARTIFACTS / "status-page-traffic.json").write_text(json.dumps(traffic, indent=1))
+        paths = [urlsplit(u).path for u, _ in traffic["requests"]]
+        assert paths.count("/stats") == 2, traffic
+        allowed = {"/stats", "/replay/jobs", "/events/latest", "/admin/policies"}
+        assert {p for p in paths if not re.fullmatch(r"/events/\d+/lineage", p)} <= allowed, traffic
+        for u, _ in traffic["requests"]:
+            if urlsplit(u).path == "/events/latest":
+                assert parse_qs(urlsplit(u).query) == {"replayed": ["true"], "limit": ["15"]}, u
+        # nothing but the slow job moved: its progress is fetched, nothing else
+        assert "/admin/policies" not in paths, traffic
+        assert traffic["bytes_per_refresh"] <= 64 * 1024, traffic
+
+        # one time format: the header's time is written like the tables' times
+        st = b.eval(PAGE_STATE)
+        updated = b.eval("document.getElementById('updated').textContent")
+        assert re.match(r"updated \d\d:\d\d:\d\dZ · every 5 s$", updated), updated
+        cells = b.eval("Array.from(document.querySelectorAll('#replays-table td.note')).map(td => td.textContent)")
+        assert cells and all(re.fullmatch(r"\d\d:\d\d:\d\dZ|\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", c)
+                             for c in cells), cells
+
+        # every panel is on the screen at 1400x1000, and fits a phone's width (390 px)
+        b.set_viewport(1400, 1000)
+        rects = b.eval(CARD_RECTS)
+        assert len(rects) == 5 and all(r["top"] >= 0 and r["bottom"] <= 1000 and r["right"] <= 1400
+                                       for r in rects), rects
+        b.screenshot(ARTIFACTS / "status-page-1400x1000.png", full_page=False)
+        b.set_viewport(390, 844, mobile=True)
+        harness.wait_for(lambda: b.eval("window.innerWidth") == 390, 10, what="the phone width")
+        rects = b.eval(CARD_RECTS)
+        assert b.eval("document.documentElement.scrollWidth") <= 390, rects
+        assert len(rects) == 5 and all(r["left"] >= 0 and r["right"] <= 390 and r["height"] > 40
+                                       for r in rects), rects
+        b.screenshot(ARTIFACTS / "status-page-phone.png")
+        b.set_viewport(1280, 1000)
 
         # the token stays for the tab: a reload does not ask again
         mark = len(b.events)
