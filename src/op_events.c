@@ -253,12 +253,14 @@ static int replay_range(struct op_ctx *ctx)
     if ((o->from_id || o->to_id) && !(op_parse_id(o->from_id, &a) && op_parse_id(o->to_id, &b)))
         return op_usage("--from-id and --to-id go together, as journal ids");
     if (!rate_ok(o->rate)) return op_usage("--rate must be a positive number of events a second");
-    char start[32];
+    char start[32], end[32];
     struct buf body = {0};
     buf_putc(&body, '{');
-    if (o->since) {
+    if (o->since) { /* the last DURATION, up to now */
         op_iso_ago(s, start);
+        op_iso_ago(-1, end); /* the end is exclusive: this second included */
         op_json_member(&body, "start", start, false);
+        op_json_member(&body, "end", end, false);
     }
     op_json_member(&body, "start", o->start, false);
     op_json_member(&body, "end", o->end, false);

@@ -497,6 +497,11 @@ int op_main(int argc, char **argv)
     ctx.args = argv + optind + 2;
 
     char *err = NULL, *base = NULL, *token = NULL;
+    bool conf_given = false;
+    for (int i = 0; i < ngiven; i++)
+        conf_given |= given[i] == O_CONF;
+    if (!api && !conf_given && getenv("EVENTSINK_API") && *getenv("EVENTSINK_API"))
+        api = getenv("EVENTSINK_API"); /* like --api, for a shell that talks to one service */
     if (api) {
         if (strncmp(api, "http://", 7) != 0 && strncmp(api, "https://", 8) != 0)
             return op_usage("--api must be an http:// or https:// URL, not \"%s\"", api);

@@ -193,6 +193,14 @@ def test_exit_codes_for_4xx_5xx_an_unreachable_api_and_usage(db, topic, sink):
     # without --api and without a readable configuration file: a usage error, not a guess
     r = cli("status", "-c", "/nonexistent/sink.conf.lua")
     assert r.returncode == 2 and "--api" in r.stderr, r
+    # $EVENTSINK_API stands for --api, unless -c names the file to read it from
+    env = dict(_env(None), EVENTSINK_API=base)
+    r = subprocess.run([str(harness.eventsink_bin()), "events", "get", "999999"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "HTTP 404" in r.stderr, r
+    r = subprocess.run([str(harness.eventsink_bin()), "status", "-c", "/nonexistent.lua"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no API address" in r.stderr, r
 
     for cmd in ("events", "replay", "jobs", "dlq", "reload", "status"):
         r = cli(cmd, "--help")
