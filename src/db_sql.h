@@ -118,22 +118,19 @@
 #define SQL_JOURNAL_INSERT SQL_JOURNAL_ROWS SQL_JOURNAL_RESULT
 
 /* Records the outcome of the retries in CTE `from` (columns id: the DLQ entry, and
- * replay_job_id) on their job items, and counts them in their jobs' `count` column. An item
- * whose produce failed keeps that failure. */
-#define JOB_ITEM_OUTCOME(from, outcome, count) \
+ * replay_job_id) on their job items. An item whose produce failed keeps that failure. The
+ * job's counts are the worker's to update (SQL_REPLAY_OUTCOMES_FOLD): the consumer locks no
+ * job row, so it cannot deadlock with the worker. */
+#define JOB_ITEM_OUTCOME(from, outcome) \
     ", " from "_items AS (" \
     " UPDATE replay_job_items i SET outcome = '" outcome "' FROM " from \
     " WHERE i.job_id = " from ".replay_job_id AND i.dlq_id = " from ".id" \
-    "  AND i.outcome IS NULL AND i.status <> 'failed' RETURNING i.job_id" \
-    "), " from "_jobs AS (" \
-    " UPDATE replay_jobs j SET " count " = j." count " + n.n" \
-    " FROM (SELECT job_id, count(*) AS n FROM " from "_items GROUP BY job_id) n" \
-    " WHERE j.id = n.job_id" \
+    "  AND i.outcome IS NULL AND i.status <> 'failed'" \
     ")"
 
 /* The same for a batch holding retried DLQ entries: each one that lands resolves its
  * entry in the same statement, but only its own retry (an item of the job that carries
- * it) and only while the entry is retrying; its job counts it a success. */
+ * it) and only while the entry is retrying; its job item records it resolved. */
 #define SQL_JOURNAL_INSERT_RESOLVE SQL_JOURNAL_ROWS \
     ", resolved AS (" \
     " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
@@ -142,7 +139,7 @@
     "  AND EXISTS (SELECT 1 FROM replay_job_items i" \
     "   WHERE i.job_id = ins.replay_job_id AND i.dlq_id = d.id)" \
     " RETURNING d.id, ins.replay_job_id" \
-    ")" JOB_ITEM_OUTCOME("resolved", "resolved", "succeeded") SQL_JOURNAL_RESULT
+    ")" JOB_ITEM_OUTCOME("resolved", "resolved") SQL_JOURNAL_RESULT
 /* clang-format on */
 
 /* The plain originals of a batch (no replay marker): columns in the order of copy_plain(),
@@ -152,8 +149,8 @@
     " event_key, headers, payload, kafka_timestamp) FROM STDIN (FORMAT binary)"
 
 /* One batch of DLQ rows. A record that is the retry of an existing entry counts one more
- * attempt on that entry (once per Kafka position) instead of adding a row, and a failure
- * in the job that retried it. A record at a
+ * attempt on that entry (once per Kafka position) instead of adding a row, and its job
+ * item records that it failed again. A record at a
  * position the DLQ holds for a different record (reused offsets, see SQL_JOURNAL_ROWS) gets
  * the position's next generation (`reused` true). */
 /* clang-format off */
@@ -181,7 +178,7 @@
     " FROM r WHERE d.id = r.retry_of AND (d.last_retry_topic, d.last_retry_partition," \
     "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)" \
     " RETURNING d.id, d.reason, d.tenant_id, d.error, r.replay_job_id" \
-    ")" JOB_ITEM_OUTCOME("retried", "failed_again", "failed") \
+    ")" JOB_ITEM_OUTCOME("retried", "failed_again") \
     ", fresh AS (" \
     " SELECT * FROM r WHERE r.retry_of IS NULL" \
     "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \

@@ -324,6 +324,8 @@ bool replay_run_chunk(struct pg_conn *c, struct replay_env *env, int64_t job_id,
     char job[24], lim[16];
     snprintf(job, sizeof job, "%" PRId64, job_id);
     snprintf(lim, sizeof lim, "%d", limit);
+    const char *pj[] = {job};
+    db_rows_free(db_rows_exec(c, SQL_REPLAY_ITEMS_BACK, 1, pj, NULL)); /* retried next chunk */
     if (!resolve_unknown(c, job, out, err)) return false;
     const char *params[] = {job, lim, tag};
     struct db_error e;

@@ -34,7 +34,8 @@
     " d.status," \
     " jsonb_typeof(j.payload) = 'object' AND NOT j.payload ?| " SQL_MARKER_KEYS \
     " FROM (SELECT seq, event_id, dlq_id FROM replay_job_items" \
-    "  WHERE job_id = $1::bigint AND status = 'pending' ORDER BY seq LIMIT $2::int) i" \
+    "  WHERE job_id = $1::bigint AND status = 'pending' AND outcome IS NULL" \
+    "  ORDER BY seq LIMIT $2::int) i" \
     " LEFT JOIN event_journal j ON j.id = i.event_id" \
     " LEFT JOIN dead_letter_queue d ON d.id = i.dlq_id" \
     " ORDER BY i.seq"
@@ -47,7 +48,8 @@
 #define SQL_REPLAY_ITEMS_DONE                                                                      \
     "WITH r AS (SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[],"               \
     "  $6::int[], $7::bigint[]) AS r(seq, status, error, topic, part, off)),"                      \
-    " upd AS (UPDATE replay_job_items i SET status = r.status, error = r.error,"                   \
+    " upd AS (UPDATE replay_job_items i SET"                                                       \
+    "  status = CASE WHEN i.outcome IS NOT NULL THEN 'sent' ELSE r.status END, error = r.error,"   \
     "  kafka_topic = r.topic, kafka_partition = r.part, kafka_offset = r.off,"                     \
     "  sent_at = CASE WHEN r.status = 'sent' THEN now() END"                                       \
     "  FROM r WHERE i.job_id = $1::bigint AND i.seq = r.seq AND i.status = 'pending'"              \
@@ -93,30 +95,42 @@
     "UPDATE dead_letter_queue SET status = 'retrying', last_attempt_at = now()"                    \
     " WHERE id = ANY($1::bigint[]) AND status = 'pending'"
 
-/* A DLQ retry Kafka took whose outcome the consumer has not recorded (the index
- * replay_job_items_awaiting holds exactly these). */
-#define AWAITING_OUTCOME "status = 'sent' AND dlq_id IS NOT NULL AND outcome IS NULL"
+/* A DLQ retry Kafka took whose outcome is not yet counted in its job (the index
+ * replay_job_items_unsettled holds exactly these). */
+#define UNSETTLED "status = 'sent' AND dlq_id IS NOT NULL AND NOT outcome_counted"
 
 /* How long a job waits for the consumer to read its DLQ retries back. */
 #define REPLAY_OUTCOME_WAIT_S "120"
 
-/* The DLQ retries of job $1 sent longer ago than that: counted failed, with why. The entry
- * itself stays as the consumer left it (retrying, until its next attempt). */
-#define SQL_REPLAY_OUTCOME_EXPIRE                                                                          \
-    "WITH x AS (UPDATE replay_job_items SET outcome = 'no_outcome',"                                       \
-    "  error = 'Kafka took the retry, but the consumer did not read it back within " REPLAY_OUTCOME_WAIT_S \
-    " s'"                                                                                                  \
-    "  WHERE job_id = $1::bigint AND " AWAITING_OUTCOME                                                    \
-    "  AND sent_at < now() - interval '" REPLAY_OUTCOME_WAIT_S " seconds' RETURNING 1)"                    \
-    " UPDATE replay_jobs SET failed = failed + (SELECT count(*) FROM x)"                                   \
+/* Before a chunk of job $1: DLQ retries that came back before their acknowledgement was
+ * recorded (a slow or unknown answer) are sent, and never produced again. */
+#define SQL_REPLAY_ITEMS_BACK                                                                       \
+    "UPDATE replay_job_items SET status = 'sent', error = NULL, sent_at = coalesce(sent_at, now())" \
+    " WHERE job_id = $1::bigint AND status = 'pending' AND outcome IS NOT NULL"
+
+/* The outcomes of job $1's DLQ retries that the consumer recorded, counted in the job once
+ * each; retries sent longer ago than REPLAY_OUTCOME_WAIT_S without one count as failed,
+ * with why (the entry stays as the consumer left it). Items first, then the job: the
+ * order SQL_REPLAY_ITEMS_DONE takes its locks in. */
+#define SQL_REPLAY_OUTCOMES_FOLD                                                                   \
+    "WITH x AS (UPDATE replay_job_items SET outcome_counted = true,"                               \
+    "  outcome = coalesce(outcome, 'no_outcome'),"                                                 \
+    "  error = CASE WHEN outcome IS NULL THEN 'Kafka took the retry, but the consumer did not'"    \
+    "   || ' read it back within " REPLAY_OUTCOME_WAIT_S " s' ELSE error END"                      \
+    "  WHERE job_id = $1::bigint AND " UNSETTLED " AND (outcome IS NOT NULL"                       \
+    "   OR sent_at < now() - interval '" REPLAY_OUTCOME_WAIT_S " seconds')"                        \
+    "  RETURNING outcome)"                                                                         \
+    " UPDATE replay_jobs SET"                                                                      \
+    "  succeeded = succeeded + (SELECT count(*) FROM x WHERE outcome = 'resolved'),"               \
+    "  failed = failed + (SELECT count(*) FROM x WHERE outcome <> 'resolved')"                     \
     " WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM x)"
 
-/* Closes a job once nothing is pending and every DLQ retry has its outcome: $1 job. */
+/* Closes a job once nothing is pending and every DLQ retry's outcome is counted: $1 job. */
 #define SQL_REPLAY_JOB_FINISH                                                                      \
     "UPDATE replay_jobs SET status = CASE WHEN failed > 0 AND succeeded = 0 AND total > 0"         \
     "  THEN 'failed' ELSE 'done' END, finished_at = now()"                                         \
     " WHERE id = $1::bigint AND status IN ('pending', 'running')"                                  \
     "  AND NOT EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = $1::bigint"                   \
-    "  AND (status = 'pending' OR (" AWAITING_OUTCOME "))) RETURNING status, kind"
+    "  AND (status = 'pending' OR (" UNSETTLED "))) RETURNING status, kind"
 
 #endif

@@ -23,18 +23,21 @@
 
 /* jobs the worker may run (single replays are run by their HTTP request, unless Kafka's
  * answer did not come: then the worker settles the item, replay.c resolve_unknown; or a
- * DLQ retry's outcome came after its request: then the worker closes the job) */
+ * DLQ retry's outcome is still to be counted: then the worker counts it and closes the
+ * job). Jobs with something to send come first; `waiting` ones only wait for outcomes. */
 /* clang-format off */
 #define SQL_WORKER_JOBS \
-    "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)" \
+    "SELECT id, kind, replay_source, coalesce((params->>'rate_per_s')::int, $1::int)," \
+    " NOT EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = replay_jobs.id" \
+    "  AND status = 'pending') AS waiting" \
     " FROM replay_jobs WHERE status IN ('pending', 'running')" \
     " AND ((kind <> 'single' AND NOT coalesce((params->>'sync')::bool, false))" \
-    "  OR EXISTS (SELECT 1 FROM replay_job_items i WHERE i.job_id = replay_jobs.id" \
-    "   AND i.status = 'pending' AND i.error IS NOT NULL)" \
-    "  OR (status = 'running' AND NOT EXISTS (SELECT 1 FROM replay_job_items i" \
-    "   WHERE i.job_id = replay_jobs.id AND i.status = 'pending' AND i.error IS NULL)))" \
+    "  OR EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = replay_jobs.id" \
+    "   AND status = 'pending' AND error IS NOT NULL)" \
+    "  OR EXISTS (SELECT 1 FROM replay_job_items WHERE job_id = replay_jobs.id" \
+    "   AND " UNSETTLED "))" \
     " AND coalesce((params->>'not_before')::float8, 0) <= extract(epoch FROM now())" \
-    " ORDER BY id LIMIT 20"
+    " ORDER BY waiting, id LIMIT 20"
 /* clang-format on */
 #define SQL_WORKER_CLAIM                                                                           \
     "SELECT pg_try_advisory_lock(" SQL_LOCK_CLASS_REPLAY_JOB ", " SQL_LOCK_ID("$1::bigint") ")"
@@ -86,12 +89,12 @@ static struct db_rows *q(struct pg_conn *c, const char *sql, int n, const char *
     return db_rows_logged(c, "replay worker", sql, n, p);
 }
 
-/* Closes a job that has nothing left to send, unless a DLQ retry's outcome is still to
- * come (then true: the worker looks again later). Retries without an outcome after
- * REPLAY_OUTCOME_WAIT_S count as failed. */
-static bool finish(struct pg_conn *c, const char *const *p)
+/* Counts the DLQ retries' outcomes that came back (or did not within
+ * REPLAY_OUTCOME_WAIT_S), then closes the job if nothing is left to send or to count. True
+ * while some outcome is still to come (the worker looks again later). */
+static bool settle(struct pg_conn *c, const char *const *p)
 {
-    db_rows_free(q(c, SQL_REPLAY_OUTCOME_EXPIRE, 1, p));
+    db_rows_free(q(c, SQL_REPLAY_OUTCOMES_FOLD, 1, p));
     struct db_rows *f = q(c, SQL_REPLAY_JOB_FINISH, 1, p);
     bool closed = f && db_rows_count(f);
     if (closed) {
@@ -149,7 +152,8 @@ static bool run_job(struct pg_conn *c, const char *id, const char *kind, const c
                      out.unknown, out.error);
             if (!out.sent) wait_ms(UNKNOWN_BACKOFF_MS); /* Kafka is in trouble: not a busy loop */
         }
-        if (out.nothing_pending) return finish(c, p);
+        if (out.nothing_pending) return settle(c, p);
+        db_rows_free(q(c, SQL_REPLAY_OUTCOMES_FOLD, 1, p)); /* counts keep up with outcomes */
         /* keep to the rate: sent_total events should take sent_total / rate seconds */
         double ahead = (double)sent_total / (double)rate - (now_s() - t_start);
         while (ahead > 0 && !atomic_load(&stopping)) {
@@ -185,6 +189,10 @@ static void *loop(void *arg)
         for (int i = 0; jobs && i < db_rows_count(jobs) && !atomic_load(&stopping); i++) {
             const char *id = db_rows_text(jobs, i, 0);
             const char *pid[] = {id};
+            if (db_rows_text(jobs, i, 4)[0] == 't') {
+                settle(c, pid); /* no claim needed: counting an outcome is one row update */
+                continue;
+            }
             struct db_rows *cl = q(c, SQL_WORKER_CLAIM, 1, pid);
             bool mine = cl && db_rows_text(cl, 0, 0)[0] == 't';
             db_rows_free(cl);
@@ -195,7 +203,7 @@ static void *loop(void *arg)
                 run_job(c, id, db_rows_text(jobs, i, 1), db_rows_text(jobs, i, 2), r > 0 ? r : 1);
             health_idle(HEALTH_REPLAY_WORKER);
             db_rows_free(q(c, SQL_WORKER_UNCLAIM, 1, pid));
-            if (!awaiting) ran = true; /* else waiting on the consumer: no busy loop */
+            if (!awaiting) ran = true; /* else it waits on the consumer: no busy loop */
         }
         db_rows_free(jobs);
         if (!ran) wait_ms(IDLE_WAIT_MS);
