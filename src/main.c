@@ -60,8 +60,7 @@ static void install_signals(void)
 static const char *command_word(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--api") == 0 ||
-            strcmp(argv[i], "--token-file") == 0)
+        if (op_takes_value(argv[i]))
             i++;
         else if (argv[i][0] != '-')
             return argv[i];

@@ -28,8 +28,9 @@ struct op_ctx {
     int nargs; /* the words after the command and its subcommand */
     char **args;
     struct op_opts o;
-    char err[600];   /* why the last call failed */
-    struct buf last; /* the body of the last 2xx answer, as the API wrote it */
+    char err[600];       /* why the last call failed */
+    struct buf last;     /* the body of the last 2xx answer, as the API wrote it */
+    char numbers[5][24]; /* the numeric options, as digits (op_main.c canonical_numbers) */
 };
 
 /* Calls the API. On a 2xx answer: 0, with the parsed body in *out (NULL when not wanted).
@@ -41,6 +42,9 @@ int op_call(struct op_ctx *ctx, const char *method, const char *path, const char
  * *status. */
 int op_call_quiet(struct op_ctx *ctx, const char *method, const char *path, const char *body,
                   struct jsonv **out, long *status);
+
+/* Prints ctx->err on stderr, control characters as '?'. */
+void op_print_error(const struct op_ctx *ctx);
 
 /* With --json, prints the last 2xx answer as the API wrote it (compact, one newline) and
  * returns true; false without --json (the caller prints it for people). */
@@ -75,6 +79,8 @@ int op_status(struct op_ctx *ctx);
 
 /* The entry point from main(): argv as main got it. */
 bool op_is_command(const char *word);
+/* Whether arg is an option of the commands that takes a value ("-c", "--tenant"). */
+bool op_takes_value(const char *arg);
 int op_main(int argc, char **argv);
 
 #endif

@@ -218,8 +218,18 @@ static int replay_batch_of(struct op_ctx *ctx, const char *ids_json)
     return rc;
 }
 
+/* The options of a range, which a list of ids does not take. */
+static bool range_options(const struct op_opts *o)
+{
+    return o->since || o->start || o->end || o->from_id || o->to_id || o->tenant || o->topic ||
+           o->dry_run || o->confirm || o->include_replays;
+}
+
 static int replay_batch(struct op_ctx *ctx)
 {
+    if (range_options(&ctx->o))
+        return op_usage("`replay batch` takes --ids-file, --reason, --rate and --wait (a range: "
+                        "`replay range`)");
     if (!ctx->o.ids_file) return op_usage("`replay batch` needs --ids-file FILE");
     if (ctx->nargs) return op_usage("`replay batch` takes its ids from --ids-file");
     FILE *f = strcmp(ctx->o.ids_file, "-") == 0 ? stdin : fopen(ctx->o.ids_file, "r");
@@ -241,6 +251,7 @@ static int replay_range(struct op_ctx *ctx)
 {
     struct op_opts *o = &ctx->o;
     if (ctx->nargs) return op_usage("`replay range` takes options, not \"%s\"", ctx->args[0]);
+    if (o->ids_file) return op_usage("--ids-file goes with `replay batch`");
     int ways = !!o->since + !!(o->start || o->end) + !!(o->from_id || o->to_id);
     if (ways != 1)
         return op_usage("`replay range` needs one of --since DURATION, --start ISO --end ISO, "
@@ -295,8 +306,7 @@ static int replay_range(struct op_ctx *ctx)
 static int replay_ids(struct op_ctx *ctx, const char *first)
 {
     struct op_opts *o = &ctx->o;
-    if (o->since || o->start || o->end || o->from_id || o->to_id || o->tenant || o->topic ||
-        o->dry_run || o->confirm || o->include_replays || o->ids_file)
+    if (range_options(o) || o->ids_file)
         return op_usage(
             "`replay ID...` takes --reason, --rate and --wait (a range: `replay range`)");
     struct buf ids = {0};

@@ -8,6 +8,7 @@
 
 #define REQUEST_TIMEOUT_MS 30000L
 #define CONNECT_TIMEOUT_MS 5000L
+#define MAX_ANSWER_BYTES (64L * 1024 * 1024) /* a page of 1,000 events is a few MB */
 
 struct op_api {
     CURL *curl;
@@ -52,7 +53,9 @@ const char *op_api_base(const struct op_api *api)
 
 static size_t on_data(char *p, size_t size, size_t n, void *user)
 {
-    buf_append(user, p, size * n);
+    struct buf *b = user;
+    if (b->len + size * n > (size_t)MAX_ANSWER_BYTES) return 0; /* libcurl ends the transfer */
+    buf_append(b, p, size * n);
     return size * n;
 }
 
@@ -78,6 +81,7 @@ long op_request(struct op_api *api, const char *method, const char *path, const 
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &out->body);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "eventsink-cli");
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)MAX_ANSWER_BYTES);
     if (strcmp(method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
@@ -87,7 +91,12 @@ long op_request(struct op_api *api, const char *method, const char *path, const 
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     } else {
-        snprintf(out->error, sizeof out->error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        if (rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED)
+            snprintf(out->error, sizeof out->error, "the answer is larger than %ld MiB",
+                     MAX_ANSWER_BYTES >> 20);
+        else
+            snprintf(out->error, sizeof out->error, "%s",
+                     errbuf[0] ? errbuf : curl_easy_strerror(rc));
         out->status = 0;
     }
     buf_cstr(&out->body);

@@ -18,6 +18,7 @@
 #include "listen_addr.h"
 #include "op.h"
 #include "op_out.h"
+#include "utf8.h"
 
 enum opt_id {
     O_CONF = 'c',
@@ -97,7 +98,8 @@ struct command {
     "  --api URL          the API's address instead, e.g. http://127.0.0.1:9106\n"                  \
     "  --token-file FILE  read the API token from FILE (else from $EVENTSINK_TOKEN)\n"              \
     "  --json             print one JSON document (for scripts)\n"                                  \
-    "Exit codes: 0 success, 1 API unreachable, 5xx or a job that ended failed, 2 usage or 4xx.\n"
+    "Exit codes: 0 success; 1 the API unreachable or a 5xx, a job that ended failed or\n"           \
+    "cancelled, or --timeout passed; 2 a usage error or a 4xx.\n"
 
 static const struct command commands[] = {
     {"events", "limit tenant topic replayed originals before-id since until event-type",
@@ -130,9 +132,10 @@ static const struct command commands[] = {
      "usage: eventsink dlq list [--status S] [--reason R] [--topic T] [--tenant T]\n"
      "                          [--limit N] [--before-id N]\n"
      "       eventsink dlq show ID\n"
-     "       eventsink dlq retry ID [--why TEXT] [--wait]\n"
+     "       eventsink dlq retry ID [--why TEXT] [--wait [--timeout DURATION]]\n"
      "       eventsink dlq retry --reason R [--topic T] [--tenant T] [--why TEXT] [--rate N]\n"
-     "                           [--wait]          every pending entry that matches\n"
+     "                           [--wait [--timeout DURATION]]   every pending entry that\n"
+     "                                                            matches\n"
      "       eventsink dlq discard ID\n"
      "--reason is the entries' reason (db_reject, missing_tenant, ...); --why is recorded\n"
      "in the retry job's audit trail.\n"},
@@ -277,8 +280,16 @@ int op_call(struct op_ctx *ctx, const char *method, const char *path, const char
 {
     long status;
     int rc = op_call_quiet(ctx, method, path, body, out, &status);
-    if (rc != OP_OK) fprintf(stderr, "eventsink: %s\n", ctx->err);
+    if (rc != OP_OK) op_print_error(ctx);
     return rc;
+}
+
+void op_print_error(const struct op_ctx *ctx)
+{
+    struct buf t = {0};
+    op_clean(&t, ctx->err, strlen(ctx->err)); /* the server's words may hold anything */
+    fprintf(stderr, "eventsink: %s\n", buf_cstr(&t));
+    buf_free(&t);
 }
 
 bool op_print_json(struct op_ctx *ctx)
@@ -333,11 +344,27 @@ static int read_token(const char *file, char **token)
     bool got = fgets(line, sizeof line, f) != NULL;
     fclose(f);
     size_t n = got ? strcspn(line, "\r\n") : 0;
+    bool whole = got && line[n] != '\0';
     while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
         n--;
-    if (!n) return op_usage("the token file %s is empty", file);
-    *token = xstrndup(line, n);
+    line[n] = '\0';
+    int rc = !n ? op_usage("the token file %s is empty", file)
+             : !whole && n >= sizeof line - 1
+                 ? op_usage("the token file %s holds a line longer than %zu bytes", file,
+                            sizeof line - 2)
+                 : OP_OK;
+    if (rc == OP_OK) *token = xstrdup(line);
     memset(line, 0, sizeof line);
+    return rc;
+}
+
+/* A token goes into a header line: no control characters. */
+static int check_token(const char *token)
+{
+    for (const char *p = token; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return op_usage("the token holds a control character (a line break?): it is "
+                            "refused rather than sent");
     return OP_OK;
 }
 
@@ -450,6 +477,63 @@ static int take_option(int id, const char *arg, struct op_ctx *ctx, const char *
     return OP_OK;
 }
 
+/* The options that are numbers, checked and written back as the digits of their value
+ * ("007" -> "7"), so that they go into JSON bodies and queries as valid numbers. */
+static bool canonical_numbers(struct op_ctx *ctx)
+{
+    struct {
+        const char **v;
+        const char *name;
+    } nums[] = {{&ctx->o.limit, "--limit"},
+                {&ctx->o.rate, "--rate"},
+                {&ctx->o.from_id, "--from-id"},
+                {&ctx->o.to_id, "--to-id"},
+                {&ctx->o.before_id, "--before-id"}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        int64_t n;
+        if (!*nums[i].v) continue;
+        if (!op_parse_id(*nums[i].v, &n)) {
+            op_usage("%s must be a positive integer, not \"%s\"", nums[i].name, *nums[i].v);
+            return false;
+        }
+        snprintf(ctx->numbers[i], sizeof ctx->numbers[i], "%" PRId64, n);
+        *nums[i].v = ctx->numbers[i];
+    }
+    return true;
+}
+
+/* What no single command checks: every word is UTF-8 (it goes into JSON and URLs as it
+ * is), -c and --api are not both given, --timeout is a duration and bounds a wait. */
+static int check_words(int argc, char **argv, struct op_ctx *ctx, const char *api, int ngiven,
+                       const int *given)
+{
+    for (int i = 1; i < argc; i++)
+        if (!utf8_valid(argv[i], strlen(argv[i]), NULL))
+            return op_usage("argument %d is not UTF-8", i);
+    for (int i = 0; api && i < ngiven; i++)
+        if (given[i] == O_CONF) return op_usage("give -c FILE or --api URL, not both");
+    int64_t s;
+    if (!canonical_numbers(ctx)) return OP_USAGE;
+    if (ctx->o.timeout && !op_parse_duration(ctx->o.timeout, &s))
+        return op_usage("--timeout must be a duration such as 90s, 30m or 2h");
+    bool watch = optind + 1 < argc && strcmp(argv[optind], "jobs") == 0 &&
+                 strcmp(argv[optind + 1], "watch") == 0;
+    if (ctx->o.timeout && !ctx->o.wait && !watch)
+        return op_usage("--timeout bounds --wait or `jobs watch`");
+    if (ctx->o.wait && ctx->o.dry_run) return op_usage("a dry run starts no job to --wait for");
+    return OP_OK;
+}
+
+bool op_takes_value(const char *arg)
+{
+    if (strcmp(arg, "-c") == 0) return true;
+    for (const struct option *o = long_opts; o->name; o++)
+        if (o->has_arg == required_argument && strncmp(arg, "--", 2) == 0 &&
+            strcmp(arg + 2, o->name) == 0)
+            return true;
+    return false;
+}
+
 static int dispatch(struct op_ctx *ctx, const struct command *cmd, const char *sub)
 {
     if (strcmp(cmd->name, "events") == 0) return op_events(ctx, sub);
@@ -479,7 +563,8 @@ int op_main(int argc, char **argv)
             help = true;
             continue;
         }
-        if (ngiven < 64) given[ngiven++] = id;
+        if (ngiven == 64) return op_usage("more than 64 options");
+        given[ngiven++] = id;
         int rc = take_option(id, optarg, &ctx, &conf, &api, &token_file);
         if (rc) return rc;
     }
@@ -492,6 +577,8 @@ int op_main(int argc, char **argv)
     for (int i = 0; i < ngiven; i++)
         if (given[i] >= O_REASON && !takes(cmd, opt_name(given[i])))
             return op_usage("`%s` does not take --%s", cmd->name, opt_name(given[i]));
+    int rc = check_words(argc, argv, &ctx, api, ngiven, given);
+    if (rc) return rc;
     const char *sub = optind + 1 < argc ? argv[optind + 1] : NULL;
     ctx.nargs = argc - optind - 2 > 0 ? argc - optind - 2 : 0;
     ctx.args = argv + optind + 2;
@@ -515,7 +602,8 @@ int op_main(int argc, char **argv)
         free(err);
         return OP_USAGE;
     }
-    int rc = read_token(token_file, &token);
+    rc = read_token(token_file, &token);
+    if (rc == OP_OK) rc = check_token(token);
     if (rc == OP_OK) {
         ctx.api = op_api_new(base, token);
         if (!ctx.api) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "utf8.h"
 
 #define MIN_COL 6
 
@@ -18,19 +19,28 @@ int op_term_width(void)
     return 80;
 }
 
-/* Appends s with control characters (C0, DEL and C1) as '?'. */
-static void put_clean(struct buf *out, const char *s, size_t n)
+/* The length of the UTF-8 sequence that starts s (n bytes left), or 0 when it is not a
+ * valid one. */
+static size_t seq_len(const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[0];
+    size_t len = c < 0x80 ? 1 : c >> 5 == 6 ? 2 : c >> 4 == 14 ? 3 : c >> 3 == 30 ? 4 : 0;
+    return len && len <= n && utf8_valid(s, len, NULL) ? len : 0;
+}
+
+void op_clean(struct buf *out, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t len = seq_len(s + i, n - i);
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) {
-            buf_putc(out, '?');
-        } else if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
-                   (unsigned char)s[i + 1] <= 0x9f) {
-            buf_putc(out, '?');
-            i++;
+        bool control = len == 1 ? c < 0x20 || c == 0x7f
+                                : len == 2 && c == 0xc2 && (unsigned char)s[i + 1] <= 0x9f;
+        if (!len || control) {
+            buf_putc(out, '?'); /* C0, DEL, C1, or a byte that is not UTF-8 */
+            i += len ? len : 1;
         } else {
-            buf_putc(out, (char)c);
+            buf_append(out, s + i, len);
+            i += len;
         }
     }
 }
@@ -42,8 +52,8 @@ static bool drop_fraction(struct buf *out, const char *s, size_t n)
     size_t end = 20;
     while (end < n && s[end] >= '0' && s[end] <= '9')
         end++;
-    put_clean(out, s, 19);
-    put_clean(out, s + end, n - end);
+    op_clean(out, s, 19);
+    op_clean(out, s + end, n - end);
     return true;
 }
 
@@ -86,11 +96,11 @@ void op_value_text(const struct jsonv *v, struct buf *out)
     if (!v || v->type == JV_NULL) {
         buf_putc(out, '-');
     } else if (v->type == JV_STRING) {
-        if (!drop_fraction(out, v->str, v->len)) put_clean(out, v->str, v->len);
+        if (!drop_fraction(out, v->str, v->len)) op_clean(out, v->str, v->len);
     } else {
         struct buf j = {0};
         op_json_write(v, &j);
-        put_clean(out, j.data, j.len);
+        op_clean(out, j.data, j.len);
         buf_free(&j);
     }
 }
@@ -211,7 +221,7 @@ void op_fields(FILE *out, const struct jsonv *obj)
         if (strlen(obj->keys[i]) > kw) kw = strlen(obj->keys[i]);
     for (size_t i = 0; i < obj->n; i++) {
         struct buf k = {0}, t = {0};
-        put_clean(&k, obj->keys[i], strlen(obj->keys[i]));
+        op_clean(&k, obj->keys[i], strlen(obj->keys[i]));
         op_value_text(&obj->items[i], &t);
         fprintf(out, "%-*s  %s\n", (int)kw, buf_cstr(&k), buf_cstr(&t));
         buf_free(&k);

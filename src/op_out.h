@@ -18,6 +18,10 @@ int op_term_width(void);
  * null as "-", anything else as compact JSON. Control characters become '?'. */
 void op_value_text(const struct jsonv *v, struct buf *out);
 
+/* Appends s (n bytes) with control characters (C0, DEL, C1) and bytes that are not UTF-8
+ * as '?': what may reach a terminal. */
+void op_clean(struct buf *out, const char *s, size_t n);
+
 /* Appends v as compact JSON. */
 void op_json_write(const struct jsonv *v, struct buf *out);
 

@@ -128,7 +128,7 @@ static struct jsonv *poll_job(struct op_ctx *ctx, const char *path, int *rc)
         *rc = op_call_quiet(ctx, "GET", path, NULL, &job, &status);
         if (*rc == OP_OK) return job;
         if (*rc == OP_USAGE || mono_now_ms() - away_since > UNREACHABLE_S * 1000) {
-            fprintf(stderr, "eventsink: %s\n", ctx->err);
+            op_print_error(ctx);
             if (*rc != OP_USAGE)
                 fprintf(stderr,
                         "eventsink: stopped watching after %d s without an answer; "
@@ -142,9 +142,8 @@ static struct jsonv *poll_job(struct op_ctx *ctx, const char *path, int *rc)
 
 int op_watch_job(struct op_ctx *ctx, int64_t id)
 {
-    int64_t limit_s = 0;
-    if (ctx->o.timeout && !op_parse_duration(ctx->o.timeout, &limit_s))
-        return op_usage("--timeout must be a duration such as 90s, 30m or 2h");
+    int64_t limit_s = 0; /* checked before any request (op_main.c check_words) */
+    if (ctx->o.timeout) op_parse_duration(ctx->o.timeout, &limit_s);
     char path[64];
     snprintf(path, sizeof path, "/replay/jobs/%" PRId64, id);
     bool tty = !ctx->json && isatty(STDOUT_FILENO);

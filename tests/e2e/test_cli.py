@@ -43,7 +43,8 @@ def cli(*args: str, token: str | None = None, timeout: float = 120,
                        timeout=harness.scaled(timeout), env=_env(token),
                        input=stdin.encode() if stdin is not None else None,
                        stdin=None if stdin is not None else subprocess.DEVNULL)
-    out = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+    out = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
+                                      r.stderr.decode(errors="replace"))
     san = harness.sanitizer_lines(out.stdout + out.stderr)
     assert not san, f"sanitizer report from eventsink {' '.join(args)}:\n{out.stderr[-4000:]}"
     return out
@@ -183,6 +184,14 @@ def test_exit_codes_for_4xx_5xx_an_unreachable_api_and_usage(db, topic, sink):
         ("events", "latest", "--bogus", "--api", base),
         ("events", "get", "1", "--token", "s3cret", "--api", base),
         ("frobnicate", "--api", base),
+        ("replay", "batch", "--ids-file", "/dev/null", "--dry-run", "--api", base),  # not batch's
+        ("replay", "range", "--since", "1h", "--ids-file", "/dev/null", "--api", base),
+        ("replay", "range", "--since", "1h", "--wait", "--timeout", "soon", "--api", base),
+        ("replay", "range", "--since", "1h", "--timeout", "5s", "--api", base),  # no --wait
+        ("replay", "range", "--since", "1h", "--dry-run", "--wait", "--api", base),
+        ("replay", "range", "--from-id", "1", "--to-id", "x9", "--api", base),
+        ("status", "-c", "sink.conf.lua", "--api", base),
+        ("events", "latest", "--tenant", "\udcff", "--api", base),  # not UTF-8
     ]
     for args in usage:
         r = cli(*args)
@@ -190,6 +199,17 @@ def test_exit_codes_for_4xx_5xx_an_unreachable_api_and_usage(db, topic, sink):
         assert "s3cret" not in r.stdout + r.stderr
     r = cli("events", "get", "1", "--token", "s3cret", "--api", base)
     assert "EVENTSINK_TOKEN" in r.stderr and "--token-file" in r.stderr, r.stderr
+    # a token that would add a header line is refused, not sent
+    r = cli("events", "get", "1", "--api", base, token="t\r\nX-Injected: 1")
+    assert r.returncode == 2 and "control character" in r.stderr, r
+    # numbers are sent as numbers ("001" is 1); nothing of a refused run was started
+    r = cli("replay", "range", "--from-id", "001", "--to-id", str(ev_id), "--dry-run", "--json",
+            "--api", base)
+    assert r.returncode == 0 and json.loads(r.stdout)["matched"] == 1, r
+    assert scalar(db, "SELECT count(*) FROM replay_jobs WHERE kind <> 'single'") == 0
+    # the server's words reach the terminal without their control characters
+    r = cli("dlq", "list", "--status", "bad\x1b]0;owned\x07", "--api", base)
+    assert r.returncode == 2 and "HTTP 400" in r.stderr and ESC not in r.stderr, r
     # without --api and without a readable configuration file: a usage error, not a guess
     r = cli("status", "-c", "/nonexistent/sink.conf.lua")
     assert r.returncode == 2 and "--api" in r.stderr, r
