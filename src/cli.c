@@ -10,11 +10,14 @@
 #include "assets.h"
 #include "buf.h"
 #include "db.h"
+#include "db_retention.h"
+#include "db_rows.h"
 #include "json.h"
 #include "log.h"
 #include "lua_host.h"
 #include "policy.h"
 #include "record.h"
+#include "retention.h"
 
 static struct lua_host_limits limits_of(const struct config *cfg)
 {
@@ -63,6 +66,38 @@ int cli_migrate(const struct config *cfg)
         return 1;
     }
     printf("migrations: %d applied, schema up to date\n", applied);
+    return 0;
+}
+
+int cli_retention(const struct config *cfg, bool dry_run)
+{
+    char *err = NULL;
+    struct pg_conn *c = db_retention_connect(cfg->postgres.dsn, &err);
+    if (!c) {
+        fprintf(stderr, "eventsink: %s\n", err ? err : "PostgreSQL cannot be reached");
+        free(err);
+        return 1;
+    }
+    struct retention_report r;
+    bool ok = retention_apply(c, cfg, dry_run, NULL, &r, &err);
+    db_conn_close(c);
+    if (!ok) {
+        fprintf(stderr, "eventsink: %s\n", err);
+        free(err);
+        return 1;
+    }
+    const char *dlq = cfg->retention.dlq_s ? cfg->retention.dlq : "forever";
+    const char *jobs = cfg->retention.jobs_s ? cfg->retention.jobs : "forever";
+    if (r.skipped) {
+        printf("retention: another instance is applying it now; nothing done\n");
+        return 0;
+    }
+    printf("journal:     kept forever (retention.journal)\n");
+    printf("dlq:         %" PRId64 " resolved or discarded entries older than %s %s\n", r.dlq, dlq,
+           dry_run ? "would go" : "removed");
+    printf("replay jobs: %" PRId64 " ended longer ago than %s, with %" PRId64 " items, %s\n",
+           r.jobs, jobs, r.items, dry_run ? "would go" : "removed");
+    if (dry_run) printf("(dry run: nothing was removed)\n");
     return 0;
 }
 

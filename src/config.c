@@ -1,4 +1,5 @@
 #include "config.h"
+#include "duration.h"
 
 #include <limits.h>
 #include <stddef.h>
@@ -99,6 +100,12 @@ static const struct opt health_opts[] = {
     INT("stall_after_s", health.stall_after_s, 15, 1, 86400),
     END,
 };
+static const struct opt retention_opts[] = {
+    STR("journal", retention.journal, NULL),
+    STR("dlq", retention.dlq, "30d"),
+    STR("jobs", retention.jobs, "90d"),
+    END,
+};
 static const struct opt root_opts[] = {
     {"kafka", OPT_TABLE, 0, NULL, 0, 0, 0, kafka_opts},
     {"postgres", OPT_TABLE, 0, NULL, 0, 0, 0, postgres_opts},
@@ -112,6 +119,7 @@ static const struct opt root_opts[] = {
     {"sandbox", OPT_TABLE, 0, NULL, 0, 0, 0, sandbox_opts},
     {"scheduler", OPT_TABLE, 0, NULL, 0, 0, 0, scheduler_opts},
     {"health", OPT_TABLE, 0, NULL, 0, 0, 0, health_opts},
+    {"retention", OPT_TABLE, 0, NULL, 0, 0, 0, retention_opts},
     END,
 };
 
@@ -391,6 +399,31 @@ static void validate_listen(struct loader *ld)
     }
 }
 
+/* A retention: NULL or "forever" keeps forever (0), else a duration with its unit, at
+ * least an hour (the service applies retention hourly). */
+static int64_t retention_of(struct loader *ld, const char *path, const char *v)
+{
+    int64_t s = 0;
+    if (!v || strcmp(v, "forever") == 0) return 0;
+    if (!duration_parse(v, true, &s) || s < 3600)
+        problem(ld, path,
+                "must be a duration of an hour or more such as \"30d\" or \"12h\", or "
+                "\"forever\", not \"%s\"",
+                v);
+    return s;
+}
+
+static void validate_retention(struct loader *ld)
+{
+    struct config *c = ld->c;
+    if (retention_of(ld, "retention.journal", c->retention.journal))
+        problem(ld, "retention.journal",
+                "this version keeps the journal forever: dropping journal history needs the "
+                "journal partitioned by time, which it is not yet (leave it nil or \"forever\")");
+    c->retention.dlq_s = retention_of(ld, "retention.dlq", c->retention.dlq);
+    c->retention.jobs_s = retention_of(ld, "retention.jobs", c->retention.jobs);
+}
+
 static void validate(struct loader *ld)
 {
     struct config *c = ld->c;
@@ -402,6 +435,7 @@ static void validate(struct loader *ld)
     if (strcmp(c->log.format, "text") != 0 && strcmp(c->log.format, "json") != 0)
         problem(ld, "log.format", "must be \"text\" or \"json\", not \"%s\"", c->log.format);
     validate_listen(ld);
+    validate_retention(ld);
     if (c->http.max_connections_per_ip > c->http.max_connections)
         problem(ld, "http.max_connections_per_ip", "%ld is over http.max_connections (%ld)",
                 c->http.max_connections_per_ip, c->http.max_connections);
@@ -614,5 +648,8 @@ void config_free(struct config *c)
     free(c->log.level);
     free(c->log.format);
     free(c->scheduler.timezone);
+    free(c->retention.journal);
+    free(c->retention.dlq);
+    free(c->retention.jobs);
     free(c);
 }

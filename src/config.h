@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strlist {
     char **items;
@@ -85,6 +86,10 @@ struct config {
     struct {
         long stall_after_s; /* a component with work and no progress this long is stalled */
     } health;
+    struct {
+        char *journal, *dlq, *jobs; /* as written: a duration, "forever", or NULL (forever) */
+        int64_t dlq_s, jobs_s;      /* the same in seconds, 0 for forever */
+    } retention;
 };
 
 /* Loads and validates FILE. On failure returns NULL and *err holds every problem found,

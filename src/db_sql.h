@@ -11,6 +11,7 @@
 #define SQL_MIGRATION_LOCK_KEY "7310575219485843001"
 #define SQL_LOCK_CLASS_REPLAY_JOB "1702061569"  /* a replay job claimed by a worker */
 #define SQL_LOCK_CLASS_IDEMPOTENCY "1702061570" /* one Idempotency-Key at a time */
+#define SQL_LOCK_CLASS_RETENTION "1702061571"   /* one instance applies retention */
 /* an id (bigint) as the second key: its low 32 bits, as a signed int */
 #define SQL_LOCK_ID(x) "(((" x ") & 4294967295) - 2147483648)::int"
 

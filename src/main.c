@@ -1,6 +1,7 @@
 /* eventsink: Kafka -> Lua policies -> PostgreSQL event journal, with audited replays.
  * Command line: see usage() and CONTRACT section 1. */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,8 @@ static void usage(FILE *out)
             "usage: eventsink [-c FILE]                 run the service\n"
             "       eventsink check [-c FILE]           validate the configuration and policies\n"
             "       eventsink migrate [-c FILE]         apply the database migrations\n"
+            "       eventsink retention [-c FILE] [--dry-run]\n"
+            "                                           remove what retention says is old\n"
             "       eventsink policy-eval [-c FILE] EVENTS.jsonl\n"
             "                                           print the policies' decisions\n"
             "       eventsink events|replay|jobs|dlq|reload|status ...\n"
@@ -74,6 +77,7 @@ int main(int argc, char **argv)
     const char *conf = "./sink.conf.lua";
     const char *cmd = NULL;
     const char *arg = NULL;
+    bool dry_run = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -88,6 +92,8 @@ int main(int argc, char **argv)
                 return 2;
             }
             conf = argv[i];
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry_run = true; /* retention's */
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "eventsink: unknown option %s\n", argv[i]);
             usage(stderr);
@@ -103,9 +109,13 @@ int main(int argc, char **argv)
         }
     }
     if (cmd && strcmp(cmd, "check") != 0 && strcmp(cmd, "migrate") != 0 &&
-        strcmp(cmd, "policy-eval") != 0) {
+        strcmp(cmd, "policy-eval") != 0 && strcmp(cmd, "retention") != 0) {
         fprintf(stderr, "eventsink: unknown command %s\n", cmd);
         usage(stderr);
+        return 2;
+    }
+    if (dry_run && (!cmd || strcmp(cmd, "retention") != 0)) {
+        fprintf(stderr, "eventsink: --dry-run goes with retention (or an operator command)\n");
         return 2;
     }
     if ((!cmd || strcmp(cmd, "policy-eval") != 0) && arg) {
@@ -137,6 +147,8 @@ int main(int argc, char **argv)
         rc = cli_migrate(cfg);
     } else if (cmd && strcmp(cmd, "policy-eval") == 0) {
         rc = cli_policy_eval(cfg, arg);
+    } else if (cmd && strcmp(cmd, "retention") == 0) {
+        rc = cli_retention(cfg, dry_run);
     } else {
         install_signals();
         log_info("eventsink %s starting with %s", EVENTSINK_VERSION, cfg->path);

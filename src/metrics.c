@@ -105,6 +105,14 @@ void metrics_offset_reuse(const char *topic)
 }
 
 static atomic_ulong write_conflicts;
+static atomic_ulong retention_removed[3]; /* DLQ entries, jobs, job items */
+
+void metrics_retention_removed(int64_t dlq, int64_t jobs, int64_t items)
+{
+    atomic_fetch_add(&retention_removed[0], (unsigned long)dlq);
+    atomic_fetch_add(&retention_removed[1], (unsigned long)jobs);
+    atomic_fetch_add(&retention_removed[2], (unsigned long)items);
+}
 
 void metrics_write_conflict(void)
 {
@@ -409,6 +417,12 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            "Journal writes aborted by PostgreSQL for a conflict with another transaction "
            "(deadlock, lock timeout) and written again.");
     buf_printf(o, "eventsink_write_conflicts_total %lu\n", atomic_load(&write_conflicts));
+    header(o, "eventsink_retention_removed_total", "counter",
+           "Rows removed by retention (retention.dlq, retention.jobs), by table.");
+    static const char *const tables[] = {"dead_letter_queue", "replay_jobs", "replay_job_items"};
+    for (int t = 0; t < 3; t++)
+        buf_printf(o, "eventsink_retention_removed_total{table=\"%s\"} %lu\n", tables[t],
+                   atomic_load(&retention_removed[t]));
     header(o, "eventsink_policy_watchdog_total", "counter",
            "Policy calls abandoned by the watchdog (past sandbox.max_call_ms plus its margin).");
     buf_printf(o, "eventsink_policy_watchdog_total %ld\n", runner_abandoned_total());

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "duration.h"
 #include "http.h"
 #include "json.h"
 #include "listen_addr.h"
@@ -203,21 +204,7 @@ void op_json_member(struct buf *b, const char *key, const char *value, bool raw)
 
 bool op_parse_duration(const char *s, int64_t *seconds)
 {
-    if (!s || !*s) return false;
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || v <= 0 || v > 100LL * 365 * 86400) return false;
-    int64_t unit = 1;
-    if (strcmp(end, "d") == 0)
-        unit = 86400;
-    else if (strcmp(end, "h") == 0)
-        unit = 3600;
-    else if (strcmp(end, "m") == 0)
-        unit = 60;
-    else if (strcmp(end, "s") != 0 && *end)
-        return false;
-    *seconds = (int64_t)v * unit;
-    return true;
+    return duration_parse(s, false, seconds);
 }
 
 void op_iso_ago(int64_t seconds, char *out)

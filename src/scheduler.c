@@ -14,6 +14,7 @@
 #include "jsonv.h"
 #include "db_rows.h"
 #include "db_scheduler.h"
+#include "deadline.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -21,6 +22,7 @@
 #include "policy_ctl.h"
 #include "replay_jobs_sql.h"
 #include "replay_worker.h"
+#include "retention.h"
 #include "scheduler_sql.h"
 
 #define TICK_MS 1000
@@ -337,6 +339,28 @@ static void run_schedules(struct pg_conn *c)
 
 /* ---- the thread --------------------------------------------------------------------------- */
 
+#define RETENTION_EVERY_MS (3600 * 1000)
+
+/* Retention once an hour (and at start), under its advisory lock: one instance does it. */
+static void apply_retention(struct pg_conn *c)
+{
+    static int64_t last_ms = -1;
+    int64_t now = mono_now_ms();
+    if (last_ms >= 0 && now - last_ms < RETENTION_EVERY_MS) return;
+    last_ms = now;
+    struct retention_report r;
+    char *err = NULL;
+    if (!retention_apply(c, env->cfg, false, &stopping, &r, &err)) {
+        log_warn("%s; retention is tried again in an hour", err);
+        free(err);
+    } else if (r.dlq || r.jobs || r.items) {
+        log_info("retention: removed %" PRId64 " DLQ entries resolved or discarded over %s ago, "
+                 "%" PRId64 " replay jobs ended over %s ago (%" PRId64 " items)",
+                 r.dlq, env->cfg->retention.dlq ? env->cfg->retention.dlq : "forever", r.jobs,
+                 env->cfg->retention.jobs ? env->cfg->retention.jobs : "forever", r.items);
+    }
+}
+
 static void *loop(void *arg)
 {
     (void)arg;
@@ -352,6 +376,7 @@ static void *loop(void *arg)
             start_due_retries(c);
             db_rows_free(q(c, SQL_STALE_SYNC_JOBS, 0, NULL));
             run_schedules(c);
+            apply_retention(c);
             health_idle(HEALTH_SCHEDULER);
         }
         for (int i = 0; i < TICK_MS / 100 && !atomic_load(&stopping); i++) {
