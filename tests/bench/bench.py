@@ -16,7 +16,12 @@ Phases of `run` (each bounded in time, each failing with a clear message):
   5. a range replay of BENCH_REPLAY_EVENTS events through POST /replay/range;
   6. the exactly-once check over every topic and partition, then SIGTERM;
   7. optional: the same throughput run with log.level "info" (BENCH_INFO_EVENTS);
-  8. the policy cost per event (build/bench/policy_bench, in-process).
+  8. the policy cost per event (build/bench/policy_bench, in-process);
+  9. optional (BENCH_PHASES=...,filled): a journal pre-filled by SQL with BENCH_FILL_ROWS
+     rows (default 20,000,000) over BENCH_FILL_DAYS days (180): ingest of BENCH_EVENTS
+     events into it against the empty journal of phase 2, and the latency of the API's
+     lookups on it (/events/latest?tenant=, /events/{id}, /events/{id}/lineage, a range
+     dry run over one day).
 Results: a table on stdout and .bench/results-<timestamp>.json (+ .bench/latest.json).
 """
 import datetime as dt
@@ -44,6 +49,8 @@ LAT_TOPIC = "bench.latency"
 INFO_TOPIC = "bench.info"
 PARTITIONS = 12
 ALL_PHASES = "copy,latency,replay,levels,policy"
+OPT_PHASES = "filled"  # run only when BENCH_PHASES names them
+FILL_TOPIC = "bench.filled"
 
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"]
 TYPES = ["lead.created", "lead.created", "lead.updated", "lead.updated", "lead.updated",
@@ -1091,6 +1098,129 @@ class Bench:
                 "cpu_s_per_million_events": round((c1 - c0) / rows * 1e6, 2),
                 "persisted_log_lines": persisted, "stop": stop}
 
+    # -- the journal over years (issue 15): a filled journal against an empty one --
+    FILL_CHUNK = 1000000
+
+    def fill_journal(self, fconn, rows, days):
+        """rows journal rows by SQL (not through Kafka), oldest first, spread over the last
+        `days` days; 1 in 100 a replay of the row 1,000 before it (for lineage)."""
+        t0 = time.time()
+        for a in range(1, rows + 1, self.FILL_CHUNK):
+            b = min(rows, a + self.FILL_CHUNK - 1)
+            fconn.execute("""
+                INSERT INTO event_journal (tenant_id, event_type, topic, kafka_partition,
+                    kafka_offset, event_key, headers, payload, received_at, kafka_timestamp,
+                    replay_count, replay_source, replayed_from_event_id)
+                SELECT t, e, 'bench.history', g %% 12, g / 12, 'lead-' || (g %% 200000),
+                       '{"source": "apexflow-crm"}',
+                       jsonb_build_object('tenant_id', t, 'event_type', e,
+                           'event_id', md5(g::text), 'lead', jsonb_build_object(
+                               'id', 'L-' || (g %% 200000), 'name', 'Lead ' || g,
+                               'email', 'lead' || g || '@northwind.example',
+                               'score', g %% 100, 'source', 'webinar'),
+                           'owner', jsonb_build_object('id', 'U-' || (g %% 400), 'team', 'emea')),
+                       ts, ts, r, CASE WHEN r > 0 THEN 'operator_api' END,
+                       CASE WHEN r > 0 THEN g - 1000 END
+                  FROM (SELECT g, (%s::text[])[1 + g %% %s] AS t,
+                               (%s::text[])[1 + g %% %s] AS e,
+                               now() - make_interval(secs => %s * (1 - g::float8 / %s)) AS ts,
+                               CASE WHEN g %% 100 = 0 AND g > 1000 THEN 1 ELSE 0 END AS r
+                          FROM generate_series(%s, %s) g) x""",
+                          (TENANTS, len(TENANTS), TYPES, len(TYPES), days * 86400, rows, a, b))
+            log(f"  filled {b:,} of {rows:,} rows ({time.time() - t0:.0f} s)")
+        fconn.execute("VACUUM (ANALYZE) event_journal")
+        size = q1(fconn, "SELECT pg_total_relation_size('event_journal')")[0]
+        return time.time() - t0, size
+
+    def api_latency(self, svc, fconn, rows, days, n):
+        """p50/p99/max of n sequential requests of each lookup, in ms."""
+        rng = random.Random(15)
+        base = f"http://127.0.0.1:{svc.http_port}"
+        replays = [r[0] for r in qall(fconn, "SELECT id FROM event_journal WHERE replay_count > 0"
+                                             " AND id <= %s ORDER BY random() LIMIT %s",
+                                      (rows, n))]
+        day0 = q1(fconn, "SELECT date_trunc('day', min(received_at)) FROM event_journal")[0]
+
+        def day_range():
+            d = day0 + dt.timedelta(days=rng.randrange(1, days - 1))
+            return json.dumps({"start": d.isoformat(), "end": (d + dt.timedelta(days=1)).isoformat(),
+                               "dry_run": True}).encode()
+        calls = {
+            "events_latest_tenant": lambda: (f"/events/latest?tenant={rng.choice(TENANTS)}&limit=20",
+                                             None),
+            "event_by_id": lambda: (f"/events/{rng.randrange(1, rows)}", None),
+            "lineage": lambda: (f"/events/{rng.choice(replays)}/lineage", None),
+            "range_dry_run_one_day": lambda: ("/replay/range", day_range()),
+        }
+        out = {}
+        for name, make in calls.items():
+            times = []
+            for _ in range(n):
+                path, body = make()
+                req = urllib.request.Request(base + path, data=body, method="POST" if body else "GET",
+                                             headers={"Content-Type": "application/json"})
+                t = time.perf_counter()
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+                times.append((time.perf_counter() - t) * 1000)
+            times.sort()
+            out[name] = {"requests": n, "p50_ms": round(times[n // 2], 2),
+                         "p99_ms": round(times[min(n - 1, int(n * 0.99))], 2),
+                         "max_ms": round(times[-1], 2)}
+            log(f"  {name}: p50 {out[name]['p50_ms']} ms, p99 {out[name]['p99_ms']} ms")
+        return out
+
+    def filled_phase(self, conn):
+        rows, days, n = self.o["fill_rows"], self.o["fill_days"], self.o["events"]
+        log(f"filled journal: {rows:,} rows over {days} days by SQL into database 'filled'")
+        conn.execute("DROP DATABASE IF EXISTS filled")
+        conn.execute("CREATE DATABASE filled")
+        conf = os.path.join(self.dir, "sink-filled-migrate.conf.lua")
+        write_config(conf, kafka_port=self.o["kafka_port"], pg_port=self.o["pg_port"],
+                     dbname="filled", group="bench-filled", topics=[FILL_TOPIC], http_port=free_port(),
+                     metrics_port=free_port(), batch=self.o["batch"], max_wait_ms=self.o["max_wait_ms"],
+                     level="warn")
+        mig = subprocess.run([self.o["bin"], "migrate", "-c", conf], capture_output=True,
+                             text=True, timeout=120)
+        if mig.returncode != 0:
+            raise BenchError(f"eventsink migrate (filled): {mig.stdout}{mig.stderr}")
+        fconn = pg_connect(self.o["pg_port"], dbname="filled")
+        try:
+            fill_s, size = self.fill_journal(fconn, rows, days)
+            log(f"  {rows:,} rows in {fill_s:.0f} s; event_journal {size / 2**30:.1f} GiB")
+            self.kafka.create_topics([FILL_TOPIC])
+            log(f"producing {n:,} events to {FILL_TOPIC}")
+            produce_bulk(self.kafka.bootstrap, FILL_TOPIC, n, seed=3)
+            ends = self.kafka.watermarks(FILL_TOPIC)
+            fconn.execute("CHECKPOINT")
+            self.start_services("filled", 1, dbname="filled", group="bench-filled",
+                                level="warn", topics=[FILL_TOPIC], batch=self.o["batch"],
+                                max_wait_ms=self.o["max_wait_ms"])
+            self.wait_consumed(f"consuming {n:,} events into the filled journal", "bench-filled",
+                               FILL_TOPIC, ends, self.o["timeout_base"] + n / self.o["min_rate"])
+            got, first, last, txns, first_rows = self.commit_span(fconn, FILL_TOPIC)
+            if got != n:
+                raise BenchError(f"filled: {got} rows of {FILL_TOPIC} for {n} produced")
+            span = (last - first).total_seconds()
+            rate = (got - first_rows) / span if span > 0 else float("nan")
+            empty = self.results["figures"]["throughput"]["events_per_s"]
+            log(f"  ingest into the filled journal: {rate:,.0f} events/s against {empty:,.0f} "
+                f"into the empty one ({rate / empty:.2f} x)")
+            api = self.api_latency(self.services[0], fconn, rows, days, self.o["fill_requests"])
+            self.stop_services()
+            self.results["figures"]["filled"] = {
+                "rows": rows, "days": days, "fill_seconds": round(fill_s, 1),
+                "journal_bytes": size, "events": n, "events_per_s": round(rate, 1),
+                "empty_events_per_s": empty, "ratio_filled_to_empty": round(rate / empty, 3),
+                "api": api,
+                "method": "ingest as in the throughput run (first to last row commit time) into "
+                          "a journal filled by SQL beforehand; API calls sequential, one at a "
+                          "time, on the idle service, random ids, tenants and days",
+            }
+        finally:
+            fconn.close()
+            conn.execute("DROP DATABASE IF EXISTS filled WITH (FORCE)")
+
     def info_phase(self):
         warn = self.level_run("warn")
         info = self.level_run("info")
@@ -1276,6 +1406,8 @@ class Bench:
                 self.info_phase()
             if "policy" in ph:
                 self.policy_phase()
+            if "filled" in ph:
+                self.filled_phase(conn)
             self.perf_report()
         finally:
             conn.close()
@@ -1308,6 +1440,11 @@ class Bench:
         if "replay" in f:
             put("range_replay_events_per_s", f["replay"]["events_per_s"], ">= 20000",
                 f["replay"]["events_per_s"] >= 20000)
+        if "filled" in f:
+            r = f["filled"]["ratio_filled_to_empty"]
+            put("filled_ingest_vs_empty", r, ">= 0.9", r >= 0.9)
+            for name, a in f["filled"]["api"].items():
+                put(f"filled_{name}_p99_ms", a["p99_ms"], "<= 50", a["p99_ms"] <= 50)
         return t
 
 
@@ -1386,6 +1523,15 @@ def print_table(res):
         rp = f["replay"]
         row("range replay", f"{rp['events_per_s']:,.0f} ev/s", mark("range_replay_events_per_s"),
             f"{rp['rows_persisted']:,} events in {rp['seconds']:.1f} s")
+    if "filled" in f:
+        fd = f["filled"]
+        row(f"ingest, journal of {fd['rows']:,} rows", f"{fd['events_per_s']:,.0f} ev/s",
+            mark("filled_ingest_vs_empty"),
+            f"x{fd['ratio_filled_to_empty']:.2f} of the empty journal's; filled in "
+            f"{fd['fill_seconds']:.0f} s, {fd['journal_bytes'] / 2**30:.1f} GiB over {fd['days']} days")
+        for name, a in fd["api"].items():
+            row(f"  {name} p99", f"{a['p99_ms']:.1f} ms", mark(f"filled_{name}_p99_ms"),
+                f"p50 {a['p50_ms']:.1f} ms, max {a['max_ms']:.1f} ms, {a['requests']} requests")
     if "cpu" in f:
         cp = f["cpu"]
         w = cp["window"]
@@ -1446,10 +1592,13 @@ def cmd_run(argv):
         "perf": os.environ.get("BENCH_PERF", "0") not in ("", "0"),
         "phases": set((os.environ.get("BENCH_PHASES") or ALL_PHASES).replace(" ", "").split(",")),
     }
-    unknown = opts["phases"] - set(ALL_PHASES.split(","))
+    opts["fill_rows"] = env_int("BENCH_FILL_ROWS", 20000000)
+    opts["fill_days"] = env_int("BENCH_FILL_DAYS", 180)
+    opts["fill_requests"] = env_int("BENCH_FILL_REQUESTS", 300)
+    unknown = opts["phases"] - set(ALL_PHASES.split(",")) - set(OPT_PHASES.split(","))
     if unknown:
         raise BenchError(f"BENCH_PHASES: unknown phase(s) {', '.join(sorted(unknown))}; "
-                         f"known: {ALL_PHASES} (the throughput run always runs)")
+                         f"known: {ALL_PHASES},{OPT_PHASES} (the throughput run always runs)")
     if "levels" not in opts["phases"]:
         opts["info_events"] = 0
     bench = Bench(opts)
