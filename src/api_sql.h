@@ -7,7 +7,7 @@
 #define EVENT_COLUMNS                                                                              \
     "id, tenant_id, event_type, topic, kafka_partition, kafka_offset, event_key, headers,"         \
     " payload, received_at, replay_count, replay_source, replayed_from_event_id,"                  \
-    " replay_job_id, replayed_from_dlq_id"
+    " replay_job_id, replayed_from_dlq_id, replay_verified, kafka_timestamp"
 
 /* $1 limit, $2 tenant, $3 topic, $4 replayed (bool), $5 token scope (text[]), $6 before_id
  * (ids below it: the next page), $7 since (received_at >= it), $8 until (received_at < it),
@@ -38,7 +38,8 @@
     " UNION ALL"                                                                                   \
     " SELECT p.id, p.tenant_id, p.event_type, p.topic, p.kafka_partition, p.kafka_offset,"         \
     "  p.event_key, p.headers, p.payload, p.received_at, p.replay_count, p.replay_source,"         \
-    "  p.replayed_from_event_id, p.replay_job_id, p.replayed_from_dlq_id, up.depth - 1"            \
+    "  p.replayed_from_event_id, p.replay_job_id, p.replayed_from_dlq_id, p.replay_verified,"      \
+    "  p.kafka_timestamp, up.depth - 1"                                                            \
     " FROM event_journal p JOIN up ON p.id = up.replayed_from_event_id"                            \
     " WHERE up.depth > -100 AND ($2::text[] IS NULL OR p.tenant_id = ANY($2::text[]))"             \
     "), down AS ("                                                                                 \

@@ -32,7 +32,7 @@ TOKENS_OVERRIDE = {"http": {"tokens": TOKENS}}
 
 EVENT_COLUMNS = ("id", "tenant_id", "event_type", "topic", "kafka_partition", "kafka_offset",
                  "event_key", "headers", "payload", "received_at", "replay_count",
-                 "replay_source", "replayed_from_event_id")
+                 "replay_source", "replayed_from_event_id", "replay_verified")
 MARKERS = ("_replayed_from_event_id", "_replay_source", "_replay_job_id")
 
 # ISO 8601 with a zone: 2026-01-01T10:00:00.123456+00:00 or ...Z

@@ -121,6 +121,7 @@ def test_read_endpoints_filters_ordering_and_lineage(kafka, db, topic, sink):
         if col != "received_at":
             assert ev[col] == row[col], (col, ev[col], row[col])
     assert _iso_ok(ev["received_at"]) == row["received_at"]
+    assert _iso_ok(ev["kafka_timestamp"]) == row["kafka_timestamp"]  # CONTRACT 9.2's columns too
     assert ev["payload"] == {e["seq"]: e for e in ev1 + ev2}[ev["payload"]["seq"]]
     assert ev["tenant_id"] == "acme"
     assert ev["headers"]["source"] == "apexflow-crm"
