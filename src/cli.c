@@ -79,10 +79,14 @@ int cli_retention(const struct config *cfg, bool dry_run)
         return 1;
     }
     struct retention_report r;
-    bool ok = retention_apply(c, cfg, dry_run, NULL, &r, &err);
+    bool ok = retention_apply(c, cfg, dry_run, NULL, NULL, &r, &err);
     db_conn_close(c);
     if (!ok) {
         fprintf(stderr, "eventsink: %s\n", err);
+        fprintf(stderr,
+                "eventsink: removed before that: %" PRId64 " DLQ entries, %" PRId64
+                " replay jobs, %" PRId64 " items\n",
+                r.dlq, r.jobs, r.items);
         free(err);
         return 1;
     }

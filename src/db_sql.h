@@ -86,13 +86,13 @@
     " ON CONFLICT DO NOTHING" JOURNAL_RETURNING \
     "), dup AS (" \
     " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key," \
-    "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id)" \
+    "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id, decided_at)" \
     " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb," \
     "  convert_to(r.payload, 'UTF8'), 'duplicate_replay'," \
     "  'a second copy of replay job ' || r.replay_job_id || ' of '" \
     "  || coalesce('event ' || r.replayed_from_event_id, 'DLQ entry ' || r.replayed_from_dlq_id, '?')" \
     "  || '; journal row ' || coalesce(f.id::text, '?') || ' holds the first'," \
-    "  r.tenant_id, 'resolved', f.id" \
+    "  r.tenant_id, 'resolved', f.id, now()" \
     " FROM r LEFT JOIN LATERAL (SELECT j.id FROM event_journal j" \
     "  WHERE j.replay_job_id = r.replay_job_id" \
     "  AND (j.replayed_from_event_id = r.replayed_from_event_id" \
@@ -135,7 +135,8 @@
 #define SQL_JOURNAL_INSERT_RESOLVE SQL_JOURNAL_ROWS \
     ", resolved AS (" \
     " UPDATE dead_letter_queue d SET status = 'resolved', resolved_event_id = ins.id," \
-    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL" \
+    "  attempts = d.attempts + 1, last_attempt_at = now(), next_attempt_at = NULL," \
+    "  decided_at = now()" \
     " FROM ins WHERE d.id = ins.replayed_from_dlq_id AND d.status = 'retrying'" \
     "  AND EXISTS (SELECT 1 FROM replay_job_items i" \
     "   WHERE i.job_id = ins.replay_job_id AND i.dlq_id = d.id)" \

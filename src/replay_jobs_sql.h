@@ -87,7 +87,8 @@
 
 /* $1 dlq id, $2 scope */
 #define SQL_DLQ_DISCARD                                                                            \
-    "UPDATE dead_letter_queue SET status = 'discarded', next_attempt_at = NULL"                    \
+    "UPDATE dead_letter_queue SET status = 'discarded', next_attempt_at = NULL,"                   \
+    " decided_at = now()"                                                                          \
     " WHERE id = $1::bigint AND status IN ('pending', 'retrying') AND " SCOPE(                     \
         "2", "tenant_id") " RETURNING json_build_object('id', id, 'status', status)"
 

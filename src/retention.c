@@ -10,82 +10,129 @@
 #include "metrics.h"
 #include "retention_sql.h"
 
-/* The first column of one row, or -1 with *err set. */
-static int64_t one(struct pg_conn *c, const char *sql, const char *secs, int col, char **err)
+struct run {
+    struct pg_conn *c;
+    const atomic_bool *stop;
+    void (*progress)(void);
+    char **err;
+};
+
+static bool stopped(const struct run *r)
 {
-    const char *p[] = {secs};
+    return r->stop && atomic_load(r->stop);
+}
+
+/* Runs one statement; NULL with *err set when it failed. */
+static struct db_rows *exec(const struct run *r, const char *sql, int n, const char *const *p)
+{
     struct db_error e;
-    struct db_rows *r = db_rows_exec(c, sql, secs ? 1 : 0, p, &e);
-    if (!r) {
+    struct db_rows *res = db_rows_exec(r->c, sql, n, p, &e);
+    if (!res) {
         struct buf m = {0};
         buf_printf(&m, "retention: %s", e.message);
-        *err = m.data;
-        return -1;
+        *r->err = m.data;
     }
-    int64_t v = db_rows_count(r) ? db_rows_int(r, 0, col) : 0;
-    db_rows_free(r);
+    if (r->progress) r->progress();
+    return res;
+}
+
+/* The first row's column col, or -1 with *err set. */
+static int64_t one(const struct run *r, const char *sql, int n, const char *const *p, int col)
+{
+    struct db_rows *res = exec(r, sql, n, p);
+    if (!res) return -1;
+    int64_t v = db_rows_count(res) ? db_rows_int(res, 0, col) : 0;
+    db_rows_free(res);
     return v;
 }
 
-/* Runs a batch DELETE until it removes less than a batch; adds to *total. */
-static bool drain(struct pg_conn *c, const char *sql, const char *secs, const atomic_bool *stop,
-                  int64_t *total, char **err)
+static bool counts(const struct run *r, const struct config *cfg, const char *dlq, const char *jobs,
+                   struct retention_report *out)
 {
-    int64_t batch = atoll(RETENTION_BATCH), n;
+    const char *pd[] = {dlq}, *pj[] = {jobs};
+    if (cfg->retention.dlq_s && (out->dlq = one(r, SQL_RETENTION_DLQ_COUNT, 1, pd, 0)) < 0)
+        return false;
+    if (!cfg->retention.jobs_s) return true;
+    struct db_rows *res = exec(r, SQL_RETENTION_JOBS_COUNT, 1, pj);
+    if (!res) return false;
+    out->jobs = db_rows_int(res, 0, 0);
+    out->items = db_rows_int(res, 0, 1);
+    db_rows_free(res);
+    return true;
+}
+
+static bool remove_dlq(const struct run *r, const char *dlq, struct retention_report *out)
+{
+    const char *p[] = {dlq};
+    int64_t n, batch = atoll(RETENTION_BATCH);
     do {
-        if ((n = one(c, sql, secs, 0, err)) < 0) return false;
-        *total += n;
-    } while (n == batch && !(stop && atomic_load(stop)));
+        if (stopped(r)) return true;
+        if ((n = one(r, SQL_RETENTION_DLQ_DELETE, 1, p, 0)) < 0) return false;
+        out->dlq += n;
+        metrics_retention_removed(n, 0, 0);
+    } while (n == batch);
     return true;
 }
 
-static bool counts(struct pg_conn *c, const struct config *cfg, const char *dlq, const char *jobs,
-                   struct retention_report *out, char **err)
+/* One job: its items a range of seq at a time, then the job. */
+static bool remove_job(const struct run *r, const char *id, int64_t max_seq,
+                       struct retention_report *out)
 {
-    if (cfg->retention.dlq_s && (out->dlq = one(c, SQL_RETENTION_DLQ_COUNT, dlq, 0, err)) < 0)
-        return false;
-    if (cfg->retention.jobs_s) {
-        if ((out->jobs = one(c, SQL_RETENTION_JOBS_COUNT, jobs, 0, err)) < 0) return false;
-        if ((out->items = one(c, SQL_RETENTION_JOBS_COUNT, jobs, 1, err)) < 0) return false;
+    for (int64_t after = 0; after < max_seq; after += atoll(RETENTION_BATCH)) {
+        char a[24];
+        snprintf(a, sizeof a, "%" PRId64, after);
+        const char *p[] = {id, a};
+        int64_t n;
+        if (stopped(r) || (n = one(r, SQL_RETENTION_ITEMS_DELETE, 2, p, 0)) < 0) return false;
+        out->items += n;
+        metrics_retention_removed(0, 0, n);
     }
+    const char *p[] = {id};
+    int64_t n;
+    if (stopped(r) || (n = one(r, SQL_RETENTION_JOB_DELETE, 1, p, 0)) < 0) return false;
+    out->jobs += n;
+    metrics_retention_removed(0, n, 0);
     return true;
 }
 
-static bool removals(struct pg_conn *c, const struct config *cfg, const char *dlq, const char *jobs,
-                     const atomic_bool *stop, struct retention_report *out, char **err)
+static bool remove_jobs(const struct run *r, const char *jobs, struct retention_report *out)
 {
-    if (cfg->retention.dlq_s && !drain(c, SQL_RETENTION_DLQ_DELETE, dlq, stop, &out->dlq, err))
-        return false;
-    if (cfg->retention.jobs_s &&
-        (!drain(c, SQL_RETENTION_ITEMS_DELETE, jobs, stop, &out->items, err) ||
-         !drain(c, SQL_RETENTION_JOBS_DELETE, jobs, stop, &out->jobs, err)))
-        return false;
-    metrics_retention_removed(out->dlq, out->jobs, out->items);
-    return true;
+    const char *p[] = {jobs};
+    for (;;) {
+        if (stopped(r)) return true;
+        struct db_rows *next = exec(r, SQL_RETENTION_JOBS_NEXT, 1, p);
+        if (!next) return false;
+        int n = db_rows_count(next);
+        bool ok = true;
+        for (int i = 0; ok && i < n; i++)
+            ok = remove_job(r, db_rows_text(next, i, 0), db_rows_int(next, i, 1), out);
+        db_rows_free(next);
+        if (!ok) return stopped(r);
+        if (n < 100) return true;
+    }
 }
 
 bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
-                     const atomic_bool *stop, struct retention_report *out, char **err)
+                     const atomic_bool *stop, void (*progress)(void), struct retention_report *out,
+                     char **err)
 {
     memset(out, 0, sizeof *out);
     *err = NULL;
     if (!cfg->retention.dlq_s && !cfg->retention.jobs_s) return true; /* keep everything */
-    struct db_error e;
-    struct db_rows *l = db_rows_exec(c, SQL_RETENTION_LOCK, 0, NULL, &e);
-    if (!l) {
-        struct buf m = {0};
-        buf_printf(&m, "retention: %s", e.message);
-        *err = m.data;
-        return false;
-    }
+    struct run r = {c, stop, progress, err};
+    struct db_rows *l = exec(&r, SQL_RETENTION_LOCK, 0, NULL);
+    if (!l) return false;
     out->skipped = db_rows_text(l, 0, 0)[0] != 't';
     db_rows_free(l);
     if (out->skipped) return true;
     char dlq[24], jobs[24];
     snprintf(dlq, sizeof dlq, "%" PRId64, cfg->retention.dlq_s);
     snprintf(jobs, sizeof jobs, "%" PRId64, cfg->retention.jobs_s);
-    bool ok =
-        dry_run ? counts(c, cfg, dlq, jobs, out, err) : removals(c, cfg, dlq, jobs, stop, out, err);
+    db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT, 0, NULL, NULL));
+    bool ok = dry_run ? counts(&r, cfg, dlq, jobs, out)
+                      : (!cfg->retention.dlq_s || remove_dlq(&r, dlq, out)) &&
+                            (!cfg->retention.jobs_s || remove_jobs(&r, jobs, out));
+    db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT_RESET, 0, NULL, NULL));
     db_rows_free(db_rows_exec(c, SQL_RETENTION_UNLOCK, 0, NULL, NULL));
     return ok;
 }

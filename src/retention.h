@@ -19,9 +19,11 @@ struct retention_report {
     int64_t dlq, jobs, items; /* removed, or with dry_run what would be */
 };
 
-/* False with *err (malloc'd) when PostgreSQL failed midway (what was removed stays
- * removed: each batch is its own statement). stop, when set, ends it between batches. */
+/* False with *err (malloc'd) when PostgreSQL failed midway; *out then holds what was
+ * removed before (each batch is its own statement, each bounded to 5 s). stop, when set,
+ * ends it before the next statement; progress (if given) is called after each one. */
 bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
-                     const atomic_bool *stop, struct retention_report *out, char **err);
+                     const atomic_bool *stop, void (*progress)(void), struct retention_report *out,
+                     char **err);
 
 #endif

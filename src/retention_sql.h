@@ -1,41 +1,53 @@
 /* SQL of retention (CONTRACT 9.5): what is older than retention.dlq and retention.jobs goes,
- * a batch a statement, so that no statement holds many rows' locks or runs long. */
+ * a small batch a statement (each well under RETENTION_STATEMENT_TIMEOUT), so that no
+ * statement holds many rows' locks, runs long, or keeps a shutdown waiting. */
 #ifndef EVENTSINK_RETENTION_SQL_H
 #define EVENTSINK_RETENTION_SQL_H
 
 #include "db_sql.h"
 
-#define RETENTION_BATCH "10000"
+#define RETENTION_BATCH "1000"
+#define SQL_RETENTION_TIMEOUT "SET statement_timeout = '5s'"
+#define SQL_RETENTION_TIMEOUT_RESET "RESET statement_timeout"
 
 /* one instance applies retention at a time */
 #define SQL_RETENTION_LOCK "SELECT pg_try_advisory_lock(" SQL_LOCK_CLASS_RETENTION ", 0)"
 #define SQL_RETENTION_UNLOCK "SELECT pg_advisory_unlock(" SQL_LOCK_CLASS_RETENTION ", 0)"
 
-/* $1 retention in seconds. A DLQ entry goes once it is resolved or discarded and its last
- * attempt (or, never retried, its arrival) is that old; pending and retrying ones stay. */
+/* $1 retention in seconds. A DLQ entry goes once it was resolved or discarded that long
+ * ago (decided_at; pending and retrying ones stay), and unless it is the newest stored
+ * record of its Kafka partition: the consumer checks that one against the store when the
+ * partition is assigned (position_check.c), so it must stay findable. */
 #define DLQ_EXPIRED                                                                                \
-    " FROM dead_letter_queue WHERE status IN ('resolved', 'discarded')"                            \
-    " AND coalesce(last_attempt_at, created_at) < now() - make_interval(secs => $1::float8)"
+    " FROM dead_letter_queue d WHERE d.status IN ('resolved', 'discarded')"                        \
+    " AND d.decided_at < now() - make_interval(secs => $1::float8)"                                \
+    " AND (EXISTS (SELECT 1 FROM event_journal j WHERE j.topic = d.topic"                          \
+    "   AND j.kafka_partition = d.kafka_partition AND j.kafka_offset > d.kafka_offset)"            \
+    "  OR EXISTS (SELECT 1 FROM dead_letter_queue n WHERE n.topic = d.topic"                       \
+    "   AND n.kafka_partition = d.kafka_partition AND n.kafka_offset > d.kafka_offset))"
 #define SQL_RETENTION_DLQ_COUNT "SELECT count(*)" DLQ_EXPIRED
 #define SQL_RETENTION_DLQ_DELETE                                                                   \
-    "WITH d AS (DELETE FROM dead_letter_queue WHERE id IN (SELECT id" DLQ_EXPIRED                  \
-    " ORDER BY id LIMIT " RETENTION_BATCH ") RETURNING 1) SELECT count(*) FROM d"
+    "WITH x AS (DELETE FROM dead_letter_queue WHERE id IN (SELECT d.id" DLQ_EXPIRED                \
+    " ORDER BY d.decided_at LIMIT " RETENTION_BATCH ") RETURNING 1) SELECT count(*) FROM x"
 
 /* $1 retention in seconds. A job goes once it ended (done, failed, cancelled) that long
- * ago; its items first, then the job. */
+ * ago, its items first, a range of seq at a time. */
 #define JOBS_EXPIRED                                                                               \
-    " FROM replay_jobs WHERE status IN ('done', 'failed', 'cancelled')"                            \
-    " AND finished_at < now() - make_interval(secs => $1::float8)"
+    " FROM replay_jobs j WHERE j.status IN ('done', 'failed', 'cancelled')"                        \
+    " AND j.finished_at < now() - make_interval(secs => $1::float8)"
 #define SQL_RETENTION_JOBS_COUNT                                                                   \
-    "SELECT count(*), coalesce((SELECT count(*) FROM replay_job_items WHERE job_id IN"             \
-    " (SELECT id" JOBS_EXPIRED ")), 0)" JOBS_EXPIRED
+    "SELECT count(*), coalesce(sum((SELECT count(*) FROM replay_job_items i"                       \
+    " WHERE i.job_id = j.id)), 0)" JOBS_EXPIRED
+/* -> id, the highest seq of its items (0: none) */
+#define SQL_RETENTION_JOBS_NEXT                                                                              \
+    "SELECT j.id, coalesce((SELECT max(seq) FROM replay_job_items i WHERE i.job_id = j.id), 0)" JOBS_EXPIRED \
+    " ORDER BY j.finished_at LIMIT 100"
+/* $1 job, $2 after this seq */
 #define SQL_RETENTION_ITEMS_DELETE                                                                 \
-    "WITH d AS (DELETE FROM replay_job_items WHERE (job_id, seq) IN (SELECT job_id, seq"           \
-    " FROM replay_job_items WHERE job_id IN (SELECT id" JOBS_EXPIRED ") LIMIT " RETENTION_BATCH    \
-    ") RETURNING 1) SELECT count(*) FROM d"
-#define SQL_RETENTION_JOBS_DELETE                                                                  \
-    "WITH d AS (DELETE FROM replay_jobs WHERE id IN (SELECT id" JOBS_EXPIRED                       \
-    " AND NOT EXISTS (SELECT 1 FROM replay_job_items i WHERE i.job_id = replay_jobs.id)"           \
-    " ORDER BY id LIMIT " RETENTION_BATCH ") RETURNING 1) SELECT count(*) FROM d"
+    "WITH x AS (DELETE FROM replay_job_items WHERE job_id = $1::bigint AND seq > $2::int"          \
+    " AND seq <= $2::int + " RETENTION_BATCH " RETURNING 1) SELECT count(*) FROM x"
+/* $1 job */
+#define SQL_RETENTION_JOB_DELETE                                                                   \
+    "WITH x AS (DELETE FROM replay_jobs WHERE id = $1::bigint RETURNING 1) SELECT count(*) FROM x"
 
 #endif

@@ -340,24 +340,32 @@ static void run_schedules(struct pg_conn *c)
 /* ---- the thread --------------------------------------------------------------------------- */
 
 #define RETENTION_EVERY_MS (3600 * 1000)
+#define RETENTION_RETRY_MS (300 * 1000)
 
-/* Retention once an hour (and at start), under its advisory lock: one instance does it. */
+static void retention_progress(void)
+{
+    health_progress(HEALTH_SCHEDULER); /* a long retention is work, not a stall */
+}
+
+/* Retention at start and hourly (five minutes after a failure), under its advisory lock:
+ * one instance does it. */
 static void apply_retention(struct pg_conn *c)
 {
-    static int64_t last_ms = -1;
+    static int64_t next_ms = -1;
     int64_t now = mono_now_ms();
-    if (last_ms >= 0 && now - last_ms < RETENTION_EVERY_MS) return;
-    last_ms = now;
+    if (next_ms >= 0 && now < next_ms) return;
     struct retention_report r;
     char *err = NULL;
-    if (!retention_apply(c, env->cfg, false, &stopping, &r, &err)) {
-        log_warn("%s; retention is tried again in an hour", err);
-        free(err);
-    } else if (r.dlq || r.jobs || r.items) {
+    bool ok = retention_apply(c, env->cfg, false, &stopping, retention_progress, &r, &err);
+    next_ms = mono_now_ms() + (ok ? RETENTION_EVERY_MS : RETENTION_RETRY_MS);
+    if (r.dlq || r.jobs || r.items)
         log_info("retention: removed %" PRId64 " DLQ entries resolved or discarded over %s ago, "
                  "%" PRId64 " replay jobs ended over %s ago (%" PRId64 " items)",
                  r.dlq, env->cfg->retention.dlq ? env->cfg->retention.dlq : "forever", r.jobs,
                  env->cfg->retention.jobs ? env->cfg->retention.jobs : "forever", r.items);
+    if (!ok) {
+        log_warn("%s; retention is tried again in %d minutes", err, RETENTION_RETRY_MS / 60000);
+        free(err);
     }
 }
 

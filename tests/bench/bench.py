@@ -1193,7 +1193,7 @@ class Bench:
             produce_bulk(self.kafka.bootstrap, FILL_TOPIC, n, seed=3)
             ends = self.kafka.watermarks(FILL_TOPIC)
             fconn.execute("CHECKPOINT")
-            self.start_services("filled", 1, dbname="filled", group="bench-filled",
+            self.start_services("filled", self.o["instances"], dbname="filled", group="bench-filled",
                                 level="warn", topics=[FILL_TOPIC], batch=self.o["batch"],
                                 max_wait_ms=self.o["max_wait_ms"])
             self.wait_consumed(f"consuming {n:,} events into the filled journal", "bench-filled",

@@ -27,12 +27,13 @@ def test_the_seeds_journal_imports_keeping_its_ids(kafka, db, topic, sink, sink_
     query(db, "CREATE TABLE seed_event_journal (id bigint PRIMARY KEY, tenant_id text, topic text,"
               " payload jsonb, received_at timestamptz, replay_count int DEFAULT 0,"
               " replay_source text)")
-    # 120 days of history with gaps in the ids; every 10th a replay of the one before
+    # 120 days of history with gaps in the ids; every 10th a replay of the one two before
+    # (the same tenant), and 95 one of 94 (another tenant: not linked, CONTRACT 9.2)
     for i in list(range(1, 50)) + list(range(60, 120)):
         ev = make_event(i, tenant="acme" if i % 2 else "initech")
-        replay = i % 10 == 0
+        replay = i % 10 == 0 or i == 95
         if replay:
-            ev["_replayed_from_event_id"] = i - 1
+            ev["_replayed_from_event_id"] = i - 2 if i != 95 else 94
             ev["_replay_source"] = "seed-tool"
         query(db, "INSERT INTO seed_event_journal VALUES (%s, %s, %s, %s,"
                   " now() - make_interval(days => 121 - %s), %s, %s)",
@@ -51,7 +52,8 @@ def test_the_seeds_journal_imports_keeping_its_ids(kafka, db, topic, sink, sink_
     e42 = ok_json(api.get("/events/42"))
     assert e42["payload"] == seed[42] and e42["replay_count"] == 0
     lin = ok_json(api.get("/events/70/lineage"))
-    assert [a["id"] for a in lin["ancestors"]] == [69], lin
+    assert [a["id"] for a in lin["ancestors"]] == [68], lin
+    assert ok_json(api.get("/events/95"))["replayed_from_event_id"] is None
     assert ok_json(api.get("/events/70"))["replay_verified"] is False
 
     # new events get ids after the imported ones

@@ -23,17 +23,22 @@ def _fill(db: str) -> dict:
     """DLQ entries and jobs of every kind and age; their ids by what should happen."""
     ids: dict = {"dlq_go": [], "dlq_stay": [], "job_go": [], "job_stay": []}
 
-    def dlq(status, age, n):
+    def dlq(status, decided, n, partition=0, created=OLD):
         return scalar(db, "INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset,"
-                          " raw_payload, reason, error, status, created_at, last_attempt_at)"
-                          f" VALUES ('t', 0, %s, 'x', 'invalid_json', 'x', %s, {age}, {age})"
-                          " RETURNING id", (n, status))
-    for n, (status, age, fate) in enumerate([
+                          " raw_payload, reason, error, status, created_at, last_attempt_at,"
+                          f" decided_at) VALUES ('t', %s, %s, 'x', 'invalid_json', 'x', %s,"
+                          f" {created}, {created}, {decided}) RETURNING id",
+                      (partition, n, status))
+    # the age that counts is when the entry was decided (resolved or discarded)
+    for n, (status, decided, fate) in enumerate([
             ("resolved", OLD, "dlq_go"), ("discarded", OLD, "dlq_go"),
-            ("pending", OLD, "dlq_stay"), ("retrying", OLD, "dlq_stay"),
+            ("pending", "NULL", "dlq_stay"), ("retrying", "NULL", "dlq_stay"),
             ("resolved", "now()", "dlq_stay"), ("discarded", "now() - interval '29 days'",
-                                                "dlq_stay")]):
-        ids[fate].append(dlq(status, age, n))
+                                                "dlq_stay"),
+            ("discarded", "now()", "dlq_stay")]):  # created 40 days ago, discarded just now
+        ids[fate].append(dlq(status, decided, n))
+    # the newest stored record of its partition stays: the consumer checks it on assignment
+    ids["dlq_stay"].append(dlq("resolved", OLD, 0, partition=1))
 
     def job(status, finished, items):
         j = scalar(db, "INSERT INTO replay_jobs (kind, replay_source, requested_by, params,"
@@ -106,7 +111,7 @@ def test_retention_command_dry_run_and_the_lock(db, topic, sink_factory_offline)
     keep = sink_factory_offline.write_config(topics=[topic], dsn=db, name="keep",
                                              overrides={"retention": {"dlq": "forever",
                                                                       "jobs": "forever"}})
-    query(db, f"UPDATE dead_letter_queue SET status = 'resolved', last_attempt_at = {OLD}")
+    query(db, f"UPDATE dead_letter_queue SET status = 'resolved', decided_at = {OLD}")
     r = run_cli("retention", "-c", str(keep))
     assert r.returncode == 0 and len(_state(db)[0]) == len(ids["dlq_stay"]), r.stdout
 
