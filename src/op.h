@@ -53,6 +53,15 @@ bool op_print_json(struct op_ctx *ctx);
 /* Prints a usage error for the command and returns OP_USAGE. */
 int op_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The one id argument of command `what`, or 0 after a usage error. */
+int64_t op_one_id(struct op_ctx *ctx, const char *what);
+
+/* After a 202 {"job_id": J, ...}: with --wait, "what: job J[, N noun]" (N: the answer's
+ * "matched" or "total", when noun is given) and the job followed to its end; else the
+ * answer, and how to follow it. */
+int op_follow_job(struct op_ctx *ctx, const struct jsonv *answer, const char *what,
+                  const char *noun);
+
 /* "42" -> 42; false unless a positive integer. */
 bool op_parse_id(const char *s, int64_t *id);
 /* Appends ,"key":value to a JSON object being written (b holds at least its "{"): value as

@@ -38,17 +38,6 @@ static const struct op_col dlq_cols[] = {
     {"error", "error", false},
 };
 
-/* The one id argument of `what`, or 0 after a usage error. */
-static int64_t the_id(struct op_ctx *ctx, const char *what)
-{
-    int64_t id;
-    if (ctx->nargs != 1 || !op_parse_id(ctx->args[0], &id)) {
-        op_usage("`%s` takes one id", what);
-        return 0;
-    }
-    return id;
-}
-
 /* GET or POST path; prints the answer as JSON, or as a table of `list`'s rows, or as
  * fields. */
 static int show(struct op_ctx *ctx, const char *method, const char *path, const char *list,
@@ -89,7 +78,7 @@ int op_jobs(struct op_ctx *ctx, const char *sub)
     snprintf(what, sizeof what, "jobs %s", sub);
     if (strcmp(sub, "show") != 0 && strcmp(sub, "watch") != 0 && strcmp(sub, "cancel") != 0)
         return op_usage("`jobs` needs list, show J, watch J or cancel J, not \"%s\"", sub);
-    int64_t id = the_id(ctx, what);
+    int64_t id = op_one_id(ctx, what);
     if (!id) return OP_USAGE;
     if (strcmp(sub, "watch") == 0) return op_watch_job(ctx, id);
     char path[80];
@@ -117,30 +106,12 @@ static int dlq_list(struct op_ctx *ctx)
     return rc;
 }
 
-/* After a 202: the answer, or with --wait the job followed to its end. */
-static int retried(struct op_ctx *ctx, struct jsonv *v)
-{
-    const struct jsonv *j = jsonv_get(v, "job_id");
-    int64_t job = j && j->is_int ? j->i : 0;
-    int rc = OP_OK;
-    if (ctx->o.wait && job) {
-        if (!ctx->json) printf("DLQ retry: job %" PRId64 "\n", job);
-        fflush(stdout);
-        rc = op_watch_job(ctx, job);
-    } else if (!op_print_json(ctx)) {
-        op_fields(stdout, v);
-        if (job) printf("follow it: eventsink jobs watch %" PRId64 "\n", job);
-    }
-    jsonv_free(v);
-    return rc;
-}
-
 static int dlq_retry(struct op_ctx *ctx)
 {
     struct op_opts *o = &ctx->o;
     int64_t id = 0;
     if (ctx->nargs) {
-        if (!(id = the_id(ctx, "dlq retry"))) return OP_USAGE;
+        if (!(id = op_one_id(ctx, "dlq retry"))) return OP_USAGE;
         if (o->reason || o->topic || o->tenant || o->rate)
             return op_usage("`dlq retry ID` retries one entry: --reason, --topic, --tenant and "
                             "--rate choose entries for `dlq retry --reason R`");
@@ -165,7 +136,9 @@ static int dlq_retry(struct op_ctx *ctx)
     struct jsonv *v = NULL;
     int rc = op_call(ctx, "POST", path, body.data, &v);
     buf_free(&body);
-    return rc ? rc : retried(ctx, v);
+    if (!rc) rc = op_follow_job(ctx, v, "DLQ retry", NULL);
+    jsonv_free(v);
+    return rc;
 }
 
 int op_dlq(struct op_ctx *ctx, const char *sub)
@@ -176,23 +149,18 @@ int op_dlq(struct op_ctx *ctx, const char *sub)
     if (!list && (o->status || o->limit || o->before_id))
         return op_usage("--status, --limit and --before-id are options of `dlq list`");
     if (!retry && (o->why || o->rate || o->wait || o->timeout))
-        return op_usage("--why, --rate and --wait are options of `dlq retry`");
+        return op_usage("--why, --rate, --wait and --timeout are options of `dlq retry`");
     if (!retry && !list && (o->reason || o->topic || o->tenant))
         return op_usage("`dlq %s` takes an entry id, not filters", sub);
     if (list) return dlq_list(ctx);
     if (retry) {
-        if (o->timeout && !o->wait) return op_usage("--timeout goes with --wait");
-        if (o->rate) {
-            int64_t n;
-            if (!op_parse_id(o->rate, &n)) return op_usage("--rate must be a positive number");
-        }
-        return dlq_retry(ctx);
+        return dlq_retry(ctx); /* --rate and --timeout: checked in op_main.c check_words */
     }
     if (strcmp(sub, "show") != 0 && strcmp(sub, "discard") != 0)
         return op_usage("`dlq` needs list, show ID, retry or discard ID, not \"%s\"", sub);
     char what[32];
     snprintf(what, sizeof what, "dlq %s", sub);
-    int64_t id = the_id(ctx, what);
+    int64_t id = op_one_id(ctx, what);
     if (!id) return OP_USAGE;
     char path[80];
     snprintf(path, sizeof path, "/dlq/%" PRId64 "%s", id,
@@ -226,12 +194,6 @@ int op_reload(struct op_ctx *ctx)
     return OP_OK;
 }
 
-static int64_t int_at(const struct jsonv *v, const char *key)
-{
-    const struct jsonv *n = op_member(v, key);
-    return n && n->type == JV_NUMBER ? (n->is_int ? n->i : (int64_t)n->num) : 0;
-}
-
 static void print_status(const struct jsonv *v)
 {
     const struct jsonv *h = jsonv_get(v, "health");
@@ -250,17 +212,17 @@ static void print_status(const struct jsonv *v)
     buf_reset(&t);
     op_value_text(op_member(h, "kafka"), &t);
     printf("kafka       %s\n", buf_cstr(&t));
-    printf("policies    version %" PRId64 "\n", int_at(v, "health.policy_version"));
+    printf("policies    version %" PRId64 "\n", op_int(v, "health.policy_version"));
     printf("events      %" PRId64 " original, %" PRId64 " replayed in the last %" PRId64 " s\n",
-           int_at(v, "events.original"), int_at(v, "events.replayed"), int_at(v, "window_s"));
-    printf("journal     latest id %" PRId64 "\n", int_at(v, "journal.latest_id"));
-    printf("jobs        %" PRId64 " running or pending\n", int_at(v, "jobs.active"));
+           op_int(v, "events.original"), op_int(v, "events.replayed"), op_int(v, "window_s"));
+    printf("journal     latest id %" PRId64 "\n", op_int(v, "journal.latest_id"));
+    printf("jobs        %" PRId64 " running or pending\n", op_int(v, "jobs.active"));
     const struct jsonv *dlq = jsonv_get(v, "dlq");
     int64_t pending = 0;
     for (size_t i = 0; dlq && dlq->type == JV_ARRAY && i < dlq->n; i++) {
         const struct jsonv *s = jsonv_get(&dlq->items[i], "status");
         if (s && s->type == JV_STRING && strcmp(s->str, "pending") == 0)
-            pending += int_at(&dlq->items[i], "count");
+            pending += op_int(&dlq->items[i], "count");
     }
     printf("dlq         %" PRId64 " pending\n", pending);
     static const struct op_col cols[] = {

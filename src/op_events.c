@@ -75,9 +75,10 @@ static int events_latest(struct op_ctx *ctx)
 
 static int one_event(struct op_ctx *ctx, const char *what)
 {
-    int64_t id;
-    if (ctx->nargs != 1 || !op_parse_id(ctx->args[0], &id))
-        return op_usage("`events %s` takes one event id", what);
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "events %s", what);
+    int64_t id = op_one_id(ctx, cmd);
+    if (!id) return OP_USAGE;
     char path[80];
     snprintf(path, sizeof path, "/events/%" PRId64 "%s", id,
              strcmp(what, "lineage") == 0 ? "/lineage" : "");
@@ -130,36 +131,6 @@ int op_events(struct op_ctx *ctx, const char *sub)
 
 /* ---- replay ------------------------------------------------------------------------------ */
 
-/* --rate N as a JSON number, or an error */
-static bool rate_ok(const char *rate)
-{
-    int64_t n;
-    return !rate || op_parse_id(rate, &n);
-}
-
-/* After a 202 {"job_id": J, ...}: follows the job with --wait, else prints the answer. */
-static int started(struct op_ctx *ctx, const struct jsonv *v, const char *what)
-{
-    const struct jsonv *j = jsonv_get(v, "job_id");
-    int64_t job = j && j->is_int ? j->i : 0;
-    if (ctx->o.wait && job) {
-        if (!ctx->json) {
-            const struct jsonv *n = jsonv_get(v, "matched");
-            if (!n) n = jsonv_get(v, "total");
-            printf("%s: job %" PRId64, what, job);
-            if (n && n->is_int) printf(", %" PRId64 " event(s)", n->i);
-            printf("\n");
-            fflush(stdout);
-        }
-        return op_watch_job(ctx, job);
-    }
-    if (!op_print_json(ctx)) {
-        op_fields(stdout, v);
-        if (job) printf("follow it: eventsink jobs watch %" PRId64 "\n", job);
-    }
-    return OP_OK;
-}
-
 static int post_job(struct op_ctx *ctx, const char *path, const char *body, const char *what)
 {
     struct jsonv *v = NULL;
@@ -167,7 +138,7 @@ static int post_job(struct op_ctx *ctx, const char *path, const char *body, cons
     if (rc == OP_USAGE && strstr(ctx->err, "confirmation_required"))
         fprintf(stderr, "eventsink: add --confirm to replay them, or narrow the range\n");
     if (rc) return rc;
-    rc = started(ctx, v, what);
+    rc = op_follow_job(ctx, v, what, "event(s)");
     jsonv_free(v);
     return rc;
 }
@@ -263,7 +234,6 @@ static int replay_range(struct op_ctx *ctx)
         return op_usage("--start and --end go together");
     if ((o->from_id || o->to_id) && !(op_parse_id(o->from_id, &a) && op_parse_id(o->to_id, &b)))
         return op_usage("--from-id and --to-id go together, as journal ids");
-    if (!rate_ok(o->rate)) return op_usage("--rate must be a positive number of events a second");
     char start[32], end[32];
     struct buf body = {0};
     buf_putc(&body, '{');
@@ -341,8 +311,6 @@ static int replay_ids(struct op_ctx *ctx, const char *first)
 int op_replay(struct op_ctx *ctx, const char *sub)
 {
     if (!sub) return op_usage("`replay` needs ID..., batch or range");
-    if (!rate_ok(ctx->o.rate))
-        return op_usage("--rate must be a positive number of events a second");
     if (strcmp(sub, "batch") == 0) return replay_batch(ctx);
     if (strcmp(sub, "range") == 0) return replay_range(ctx);
     return replay_ids(ctx, sub);

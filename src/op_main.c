@@ -187,6 +187,16 @@ int op_usage(const char *fmt, ...)
     return OP_USAGE;
 }
 
+int64_t op_one_id(struct op_ctx *ctx, const char *what)
+{
+    int64_t id;
+    if (ctx->nargs != 1 || !op_parse_id(ctx->args[0], &id)) {
+        op_usage("`%s` takes one id", what);
+        return 0;
+    }
+    return id;
+}
+
 bool op_parse_id(const char *s, int64_t *id)
 {
     return http_parse_id(s, id); /* the API's own reading of an id */

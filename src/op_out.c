@@ -117,6 +117,12 @@ const struct jsonv *op_member(const struct jsonv *obj, const char *key)
     return op_member(jsonv_get(obj, head), dot + 1);
 }
 
+int64_t op_int(const struct jsonv *obj, const char *key)
+{
+    const struct jsonv *n = op_member(obj, key);
+    return n && n->type == JV_NUMBER ? (n->is_int ? n->i : (int64_t)n->num) : 0;
+}
+
 /* Columns on a terminal: code points (a close enough measure for tables of ids, names and
  * times). */
 static size_t width_of(const char *s)

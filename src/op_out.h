@@ -6,6 +6,7 @@
 #define EVENTSINK_OP_OUT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "buf.h"
@@ -27,6 +28,9 @@ void op_json_write(const struct jsonv *v, struct buf *out);
 
 /* The member at key of obj; key may name a member of a member ("kafka.topic"). */
 const struct jsonv *op_member(const struct jsonv *obj, const char *key);
+
+/* The number at key (see op_member), or 0. */
+int64_t op_int(const struct jsonv *obj, const char *key);
 
 struct op_col {
     const char *head;

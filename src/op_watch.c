@@ -27,12 +27,6 @@ struct progress {
     int64_t start_ms;
 };
 
-static int64_t num(const struct jsonv *job, const char *key)
-{
-    const struct jsonv *v = jsonv_get(job, key);
-    return v && v->type == JV_NUMBER ? (v->is_int ? v->i : (int64_t)v->num) : 0;
-}
-
 static const char *str(const struct jsonv *job, const char *key)
 {
     const struct jsonv *v = jsonv_get(job, key);
@@ -74,7 +68,7 @@ static void eta_text(char *out, size_t n, double rate, int64_t left)
 /* "job 12 running [#####-----] 340/1000 34.0% 85.2/s ETA 8s" */
 static void line_of(struct buf *b, int64_t id, const struct jsonv *job, double rate, bool bar)
 {
-    int64_t total = num(job, "total"), done = num(job, "succeeded") + num(job, "failed");
+    int64_t total = op_int(job, "total"), done = op_int(job, "succeeded") + op_int(job, "failed");
     double frac = total > 0 ? (double)done / (double)total : 0;
     buf_printf(b, "job %" PRId64 " %s ", id, str(job, "status"));
     if (bar) {
@@ -87,7 +81,7 @@ static void line_of(struct buf *b, int64_t id, const struct jsonv *job, double r
     char eta[32];
     eta_text(eta, sizeof eta, rate, total - done);
     buf_printf(b, "%" PRId64 "/%" PRId64 " %.1f%%", done, total, 100.0 * frac);
-    if (num(job, "failed")) buf_printf(b, " (%" PRId64 " failed)", num(job, "failed"));
+    if (op_int(job, "failed")) buf_printf(b, " (%" PRId64 " failed)", op_int(job, "failed"));
     if (rate >= 0)
         buf_printf(b, " %.1f/s ETA %s", rate, eta);
     else
@@ -98,8 +92,8 @@ static void final_line(int64_t id, const struct jsonv *job, int64_t elapsed_ms)
 {
     printf("job %" PRId64 " %s: %" PRId64 " of %" PRId64 " succeeded, %" PRId64
            " failed, in %.1f s\n",
-           id, str(job, "status"), num(job, "succeeded"), num(job, "total"), num(job, "failed"),
-           (double)elapsed_ms / 1000.0);
+           id, str(job, "status"), op_int(job, "succeeded"), op_int(job, "total"),
+           op_int(job, "failed"), (double)elapsed_ms / 1000.0);
     const struct jsonv *err = jsonv_get(job, "error");
     if (err && err->type == JV_STRING) {
         struct buf t = {0};
@@ -159,7 +153,7 @@ int op_watch_job(struct op_ctx *ctx, int64_t id)
             return rc ? rc : OP_FAILED;
         }
         int64_t now = mono_now_ms();
-        double rate = rate_of(&p, now, num(job, "succeeded") + num(job, "failed"));
+        double rate = rate_of(&p, now, op_int(job, "succeeded") + op_int(job, "failed"));
         const char *status = str(job, "status");
         if (ended(status)) {
             if (tty) fputs("\r\033[2K", stdout);
@@ -195,4 +189,26 @@ int op_watch_job(struct op_ctx *ctx, int64_t id)
         }
         sleep_ms(POLL_MS);
     }
+}
+
+int op_follow_job(struct op_ctx *ctx, const struct jsonv *answer, const char *what,
+                  const char *noun)
+{
+    int64_t job = op_int(answer, "job_id");
+    if (ctx->o.wait && job) {
+        if (!ctx->json) {
+            const struct jsonv *n = jsonv_get(answer, "matched");
+            if (!n) n = jsonv_get(answer, "total");
+            printf("%s: job %" PRId64, what, job);
+            if (noun && n && n->is_int) printf(", %" PRId64 " %s", n->i, noun);
+            printf("\n");
+            fflush(stdout);
+        }
+        return op_watch_job(ctx, job);
+    }
+    if (!op_print_json(ctx)) {
+        op_fields(stdout, answer);
+        if (job) printf("follow it: eventsink jobs watch %" PRId64 "\n", job);
+    }
+    return OP_OK;
 }
