@@ -30,7 +30,8 @@
     " WHERE id = $1::bigint AND ($2::text[] IS NULL OR tenant_id = ANY($2::text[]))) e"
 
 /* $1 id, $2 token scope. Ancestors root first; descendants by depth. Depth is bounded so
- * that a forged marker making a cycle cannot loop. */
+ * that a forged marker making a cycle cannot loop. ancestor_gone: the parent the oldest
+ * ancestor found points at, when the journal no longer holds it (retention dropped it). */
 #define SQL_EVENT_LINEAGE                                                                          \
     "WITH RECURSIVE up AS ("                                                                       \
     " SELECT " EVENT_COLUMNS ", 0 AS depth FROM event_journal WHERE id = $1::bigint"               \
@@ -54,6 +55,9 @@
     "  'event', (SELECT row_to_json(u) FROM up u WHERE depth = 0),"                                \
     "  'ancestors', coalesce((SELECT json_agg(u ORDER BY u.depth) FROM up u"                       \
     "   WHERE u.depth < 0), '[]'),"                                                                \
+    "  'ancestor_gone', (SELECT u.replayed_from_event_id FROM up u"                                \
+    "   WHERE u.depth = (SELECT min(depth) FROM up) AND u.replayed_from_event_id IS NOT NULL"      \
+    "   AND NOT EXISTS (SELECT 1 FROM event_journal g WHERE g.id = u.replayed_from_event_id)),"    \
     "  'descendants', coalesce((SELECT json_agg(x ORDER BY x.depth, x.id) FROM"                    \
     "   (SELECT " EVENT_COLUMNS ", d.depth FROM event_journal j JOIN down d USING (id)"            \
     "    WHERE d.depth > 0) x), '[]')) END"

@@ -84,9 +84,9 @@ int cli_retention(const struct config *cfg, bool dry_run)
     if (!ok) {
         fprintf(stderr, "eventsink: %s\n", err);
         fprintf(stderr,
-                "eventsink: removed before that: %" PRId64 " DLQ entries, %" PRId64
-                " replay jobs, %" PRId64 " items\n",
-                r.dlq, r.jobs, r.items);
+                "eventsink: removed before that: %" PRId64 " journal partitions (%" PRId64
+                " rows), %" PRId64 " DLQ entries, %" PRId64 " replay jobs, %" PRId64 " items\n",
+                r.journal_parts, r.journal_rows, r.dlq, r.jobs, r.items);
         free(err);
         return 1;
     }
@@ -96,7 +96,17 @@ int cli_retention(const struct config *cfg, bool dry_run)
         printf("retention: another instance is applying it now; nothing done\n");
         return 0;
     }
-    printf("journal:     kept forever (retention.journal)\n");
+    if (cfg->retention.journal_s)
+        printf("journal:     %" PRId64 " partitions (%" PRId64 " rows, %" PRId64
+               " bytes) older than %s %s\n",
+               r.journal_parts, r.journal_rows, r.journal_bytes, cfg->retention.journal,
+               dry_run ? "would go" : "removed");
+    else
+        printf("journal:     kept forever (retention.journal)\n");
+    if (r.journal_settled)
+        printf("journal:     the rows of %" PRId64 " months moved from the default partition "
+               "to their own\n",
+               r.journal_settled);
     printf("dlq:         %" PRId64 " resolved or discarded entries older than %s %s\n", r.dlq, dlq,
            dry_run ? "would go" : "removed");
     printf("replay jobs: %" PRId64 " ended longer ago than %s, with %" PRId64 " items, %s\n",

@@ -416,10 +416,7 @@ static int64_t retention_of(struct loader *ld, const char *path, const char *v)
 static void validate_retention(struct loader *ld)
 {
     struct config *c = ld->c;
-    if (retention_of(ld, "retention.journal", c->retention.journal))
-        problem(ld, "retention.journal",
-                "this version keeps the journal forever: dropping journal history needs the "
-                "journal partitioned by time, which it is not yet (leave it nil or \"forever\")");
+    c->retention.journal_s = retention_of(ld, "retention.journal", c->retention.journal);
     c->retention.dlq_s = retention_of(ld, "retention.dlq", c->retention.dlq);
     c->retention.jobs_s = retention_of(ld, "retention.jobs", c->retention.jobs);
 }

@@ -87,8 +87,8 @@ struct config {
         long stall_after_s; /* a component with work and no progress this long is stalled */
     } health;
     struct {
-        char *journal, *dlq, *jobs; /* as written: a duration, "forever", or NULL (forever) */
-        int64_t dlq_s, jobs_s;      /* the same in seconds, 0 for forever */
+        char *journal, *dlq, *jobs;       /* as written: a duration, "forever", or NULL (forever) */
+        int64_t journal_s, dlq_s, jobs_s; /* the same in seconds, 0 for forever */
     } retention;
 };
 

@@ -10,6 +10,7 @@
 
 #include "assets.h"
 #include "buf.h"
+#include "db_fence.h"
 #include "db_sql.h"
 #include "log.h"
 #include "pgarray.h"
@@ -21,9 +22,10 @@ struct db {
     PGconn *conn;
     bool prepared;
     /* reused between batches: one array literal per column */
-    struct pgarray cols[14];
+    struct pgarray cols[15];
     struct buf scratch;
     struct buf copybuf; /* COPY data of the plain originals of a batch */
+    struct fence fence; /* the sink's position in the batch's partitions */
 };
 
 static bool exec_ok(struct db *db, const char *sql, char **err);
@@ -40,7 +42,7 @@ static bool conflict_state(const char *state)
            || strcmp(state, "55P03") == 0; /* lock_not_available (lock_timeout) */
 }
 
-static char *pg_error(PGconn *conn, PGresult *res, const char *what)
+char *db_error_text(PGconn *conn, PGresult *res, const char *what)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(last_state, sizeof last_state, "%s", state ? state : "");
@@ -51,6 +53,11 @@ static char *pg_error(PGconn *conn, PGresult *res, const char *what)
     while (m.len && (m.data[m.len - 1] == '\n' || m.data[m.len - 1] == ' '))
         m.data[--m.len] = '\0';
     return m.data;
+}
+
+static char *pg_error(PGconn *conn, PGresult *res, const char *what)
+{
+    return db_error_text(conn, res, what);
 }
 
 static void notice_quiet(void *arg, const PGresult *res)
@@ -122,6 +129,7 @@ void db_close(struct db *db)
         pgarray_free(&db->cols[i]);
     buf_free(&db->scratch);
     buf_free(&db->copybuf);
+    fence_free(&db->fence);
     free(db);
 }
 
@@ -285,8 +293,8 @@ static bool prepare(struct db *db, char **err)
         const char *name, *sql;
         int nparams;
     } stmts[] = {
-        {"journal_insert", SQL_JOURNAL_INSERT, 14},
-        {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 14},
+        {"journal_insert", SQL_JOURNAL_INSERT, 15},
+        {"journal_insert_resolve", SQL_JOURNAL_INSERT_RESOLVE, 15},
         {"dlq_insert", SQL_DLQ_INSERT, DLQ_NCOLS},
     };
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
@@ -316,7 +324,7 @@ static bool row_level_error(PGresult *res)
 
 static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from, size_t to)
 {
-    for (int c = 0; c < 14; c++)
+    for (int c = 0; c < 15; c++)
         pgarray_reset(&db->cols[c]);
     struct buf *tmp = &db->scratch;
     for (size_t i = from; i < to; i++) {
@@ -348,6 +356,7 @@ static void fill_journal_cols(struct db *db, struct batch_item *it, size_t from,
         pgarray_int_or_null(&db->cols[11], d->replayed_from_dlq_id);
         pgarray_cstr(&db->cols[12], d->replay_verified < 0 ? NULL : d->replay_verified ? "t" : "f");
         pgarray_int_or_null(&db->cols[13], r->timestamp_ms > 0 ? r->timestamp_ms : 0);
+        pgarray_cstr(&db->cols[14], it[i].maybe_stored ? "t" : "f");
     }
 }
 
@@ -404,7 +413,7 @@ static void fill_dlq_cols(struct db *db, struct batch_item *it, size_t n, int po
 
 static PGresult *exec_cols(struct db *db, const char *stmt, int ncols)
 {
-    const char *params[14];
+    const char *params[15];
     for (int c = 0; c < ncols; c++)
         params[c] = pgarray_text(&db->cols[c]);
     return PQexecPrepared(db->conn, stmt, ncols, params, NULL, NULL, 0);
@@ -460,14 +469,13 @@ static void report_persisted(PGresult *res, struct write_stats *stats, db_persis
  * An original that carries no marker needs nothing from the database but its row, so it
  * goes in by COPY, PostgreSQL's fastest way in; replays (which need their parent's depth)
  * and retried DLQ entries (which resolve their entry) take the INSERT statement, in the
- * same transaction. COPY has no ON CONFLICT: a batch that holds a record already in the
- * journal (redelivered after a crash) fails with a unique violation, and the whole batch
- * is then written again by the INSERT statement, which skips it. */
+ * same transaction, and so do the records that may be stored already (below the sink's
+ * position in their partition, db_fence.h), which the INSERT statement looks up. */
 
 static bool plain_original(const struct batch_item *it)
 {
     const struct decision *d = &it->d;
-    return !d->to_dlq && !d->replay_source && !d->replayed_from_event_id &&
+    return !d->to_dlq && !it->maybe_stored && !d->replay_source && !d->replayed_from_event_id &&
            !d->replayed_from_dlq_id && !d->replay_job_id;
 }
 
@@ -624,12 +632,15 @@ static PGresult *journal_insert(struct db *db, struct batch_item *items, size_t 
     bool resolves = false; /* the statement that resolves DLQ entries only when needed */
     for (size_t i = from; i < to && !resolves; i++)
         resolves = !items[i].d.to_dlq && items[i].d.replayed_from_dlq_id;
-    return exec_cols(db, resolves ? "journal_insert_resolve" : "journal_insert", 14);
+    return exec_cols(db, resolves ? "journal_insert_resolve" : "journal_insert", 15);
 }
 
-enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,
-                              struct write_stats *stats, db_persisted_fn on_persisted,
-                              db_dlq_fn on_dlq, void *opaque, char **err)
+/* db_write_batch() once; *twice set when the fence found a record of the batch journaled
+ * by another writer meanwhile (rolled back: write it again, every record looked up). */
+static enum db_result write_batch(struct db *db, struct batch_item *items, size_t n,
+                                  int policy_version, bool lookup_all, bool *twice,
+                                  struct write_stats *stats, db_persisted_fn on_persisted,
+                                  db_dlq_fn on_dlq, void *opaque, char **err)
 {
     memset(stats, 0, sizeof *stats);
     last_state[0] = '\0';
@@ -644,6 +655,10 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     PGresult **singles = NULL; /* row-by-row results when a row was refused */
     size_t nsingles = 0;
     if (!exec_ok(db, "BEGIN", err)) return DB_RETRY;
+    if (!fence_read(&db->fence, db->conn, items, n, lookup_all, err)) {
+        exec_ok(db, "ROLLBACK", NULL);
+        goto retry;
+    }
 
     size_t njournal = 0, ncopied = 0;
     for (size_t i = 0; i < n; i++) {
@@ -725,6 +740,17 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
             goto retry;
         }
     }
+    int fenced = fence_close(&db->fence, db->conn, items, n, err);
+    if (fenced != 0) {
+        PQclear(dlq);
+        exec_ok(db, "ROLLBACK", NULL);
+        if (fenced > 0) {
+            *twice = true;
+            *err = xstrdup("another writer journaled records of this batch meanwhile (a "
+                           "partition read twice at once); written again");
+        }
+        goto retry;
+    }
     if (!exec_ok(db, "COMMIT", err)) {
         PQclear(dlq);
         goto retry;
@@ -768,4 +794,21 @@ retry:
     free(singles);
     return PQstatus(db->conn) == CONNECTION_OK && conflict_state(last_state) ? DB_CONFLICT
                                                                              : DB_RETRY;
+}
+
+enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n, int policy_version,
+                              struct write_stats *stats, db_persisted_fn on_persisted,
+                              db_dlq_fn on_dlq, void *opaque, char **err)
+{
+    bool twice = false;
+    enum db_result rc = write_batch(db, items, n, policy_version, false, &twice, stats,
+                                    on_persisted, on_dlq, opaque, err);
+    if (!twice) return rc;
+    log_warn("%s", *err);
+    free(*err);
+    *err = NULL;
+    twice = false;
+    rc = write_batch(db, items, n, policy_version, true, &twice, stats, on_persisted, on_dlq,
+                     opaque, err);
+    return twice ? DB_CONFLICT : rc; /* a third writer at once: the pipeline writes it again */
 }

@@ -51,7 +51,8 @@ struct batch_item {
     const struct record *rec;
     struct decision d;
     bool is_object;
-    bool copied; /* written by COPY in this batch (set by db_write_batch) */
+    bool copied;       /* written by COPY in this batch (set by db_write_batch) */
+    bool maybe_stored; /* below the sink's position: looked up before it is journaled */
 };
 
 struct write_stats {

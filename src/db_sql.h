@@ -40,7 +40,8 @@
     "  r.replay_verified, 'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'"
 #define JOURNAL_RETURNING                                                                          \
     " RETURNING id, tenant_id, event_type, topic, kafka_partition, kafka_offset, replay_count,"    \
-    "  replayed_from_event_id, replayed_from_dlq_id, replay_source, replay_job_id"
+    "  replayed_from_event_id, replayed_from_dlq_id, replay_source, replay_job_id,"                \
+    "  kafka_generation > 0 AS reused"
 /* "a row of table `t` at r's Kafka position" */
 #define AT_POSITION(t)                                                                             \
     " " t ".topic = r.topic AND " t ".kafka_partition = r.kafka_partition"                         \
@@ -49,41 +50,59 @@
 /* One batch of journal rows, one array per column. A replay takes its depth from its
  * parent row, and is linked to it only when the parent exists and belongs to the same
  * tenant (markers may come from anyone: `unlinked` reports the id a record claimed but did
- * not get). ON CONFLICT without a target: a redelivered record (its topic, partition and
- * offset are in the journal already) is skipped, and so is a second copy of one job's
- * replay of an event (a resumed job that produced an event again) — that one is not lost:
- * `dup` keeps it in the DLQ, resolved, pointing at the journal row that holds the first
- * copy. Only verified markers carry a job id (replay_auth.c). A record whose position is
- * taken by a different record (other timestamp, key or payload: the offsets were reused)
- * is no redelivery: `reused` journals it at the position's next generation. The result
- * lists the journal rows (dup false) and those DLQ rows (dup true). */
+ * not get). The journal has no unique index on the Kafka position (it is partitioned by
+ * time): a record that may be stored already ($15 maybe_stored: below the sink's position
+ * in its partition, db_fence.h) is looked up (`held`). A redelivered record (the same key,
+ * payload and timestamp at its position) is skipped; one whose position is taken by a
+ * different record (the offsets were reused) is journaled at the position's next
+ * generation (`reused` true). A record twice in the batch counts once. One copy of a job's
+ * replay of an event is journaled: the first claims (job, event) in journal_replay_copies;
+ * a second copy (a resumed job that produced an event again) is not lost: `dup` keeps it
+ * in the DLQ, resolved, pointing at the journal row that holds the first copy. Only
+ * verified markers carry a job id (replay_auth.c). The result lists the journal rows (dup
+ * false) and those DLQ rows (dup true). */
 /* clang-format off */
 #define SQL_JOURNAL_ROWS \
-    "WITH r AS (" \
-    " SELECT r.*, par.id AS parent_id, par.replay_count AS parent_count FROM unnest(" \
+    "WITH r0 AS (" \
+    " SELECT r.*, par.id AS parent_id, par.replay_count AS parent_count," \
+    "  row_number() OVER (PARTITION BY r.topic, r.kafka_partition, r.kafka_offset," \
+    "   r.event_key, r.kafka_ts_ms ORDER BY r.ord) AS pos_rank FROM unnest(" \
     "  $1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[]," \
     "  $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[]," \
-    "  $12::bigint[], $13::boolean[], $14::bigint[]) WITH ORDINALITY AS r(tenant_id," \
-    "  event_type, topic, kafka_partition, kafka_offset, event_key, headers, payload," \
-    "  replay_source, replayed_from_event_id, replay_job_id, replayed_from_dlq_id," \
-    "  replay_verified, kafka_ts_ms, ord)" \
+    "  $12::bigint[], $13::boolean[], $14::bigint[], $15::boolean[]) WITH ORDINALITY" \
+    "  AS r(tenant_id, event_type, topic, kafka_partition, kafka_offset, event_key, headers," \
+    "  payload, replay_source, replayed_from_event_id, replay_job_id, replayed_from_dlq_id," \
+    "  replay_verified, kafka_ts_ms, maybe_stored, ord)" \
     " LEFT JOIN LATERAL (SELECT p.id, p.replay_count FROM event_journal p" \
     "  WHERE p.id = r.replayed_from_event_id AND p.tenant_id = r.tenant_id) par ON true" \
-    "), ins AS (" \
-    " INSERT INTO event_journal" JOURNAL_COLS " SELECT" JOURNAL_VALS ", 0" \
-    " FROM r ORDER BY r.ord" \
-    " ON CONFLICT DO NOTHING" JOURNAL_RETURNING \
-    "), reused AS (" \
-    " INSERT INTO event_journal" JOURNAL_COLS " SELECT" JOURNAL_VALS "," \
-    "  (SELECT max(j.kafka_generation) + 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
-    " FROM r WHERE NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
-    "  AND EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
-    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") \
-    "   AND j.event_key IS NOT DISTINCT FROM r.event_key AND j.payload = r.payload::jsonb" \
+    "), r AS (" \
+    " SELECT r0.*, row_number() OVER (PARTITION BY r0.replay_job_id," \
+    "  r0.replayed_from_event_id, r0.replayed_from_dlq_id ORDER BY r0.ord) AS copy_rank" \
+    " FROM r0 WHERE r0.pos_rank = 1" \
+    "), held AS (" \
+    " SELECT r.ord, bool_or(j.event_key IS NOT DISTINCT FROM r.event_key" \
+    "   AND j.payload = r.payload::jsonb" \
     "   AND (j.kafka_timestamp IS NULL OR r.kafka_ts_ms IS NULL OR j.kafka_timestamp =" \
-    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'))" \
-    " ORDER BY r.ord" \
-    " ON CONFLICT DO NOTHING" JOURNAL_RETURNING \
+    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond')) AS same," \
+    "  max(j.kafka_generation) AS gen" \
+    " FROM r JOIN event_journal j ON" AT_POSITION("j") " WHERE r.maybe_stored GROUP BY r.ord" \
+    "), claim AS (" \
+    " INSERT INTO journal_replay_copies (replay_job_id, replayed_from_event_id," \
+    "  replayed_from_dlq_id)" \
+    " SELECT r.replay_job_id, r.replayed_from_event_id, r.replayed_from_dlq_id FROM r" \
+    " WHERE r.replay_job_id IS NOT NULL AND r.copy_rank = 1" \
+    "  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.ord = r.ord AND h.same)" \
+    " ORDER BY r.ord ON CONFLICT DO NOTHING" \
+    " RETURNING replay_job_id, replayed_from_event_id, replayed_from_dlq_id" \
+    "), ins AS (" \
+    " INSERT INTO event_journal" JOURNAL_COLS " SELECT" JOURNAL_VALS "," \
+    "  coalesce(h.gen + 1, 0)" \
+    " FROM r LEFT JOIN held h ON h.ord = r.ord WHERE h.same IS NOT TRUE" \
+    "  AND (r.replay_job_id IS NULL OR r.copy_rank = 1 AND EXISTS (SELECT 1 FROM claim c" \
+    "   WHERE c.replay_job_id = r.replay_job_id" \
+    "   AND c.replayed_from_event_id IS NOT DISTINCT FROM r.replayed_from_event_id" \
+    "   AND c.replayed_from_dlq_id IS NOT DISTINCT FROM r.replayed_from_dlq_id))" \
+    " ORDER BY r.ord" JOURNAL_RETURNING \
     "), dup AS (" \
     " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key," \
     "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id, decided_at)" \
@@ -99,19 +118,17 @@
     "   OR j.replayed_from_dlq_id = r.replayed_from_dlq_id) LIMIT 1) f ON true" \
     " WHERE r.replay_job_id IS NOT NULL" \
     "  AND NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
-    "  AND NOT EXISTS (SELECT 1 FROM event_journal j WHERE" AT_POSITION("j") ")" \
+    "  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.ord = r.ord AND h.same)" \
     " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
     " RETURNING id, tenant_id, topic" \
     ")"
 
 #define SQL_JOURNAL_RESULT \
-    " SELECT a.id, a.tenant_id, a.event_type, a.topic, a.replay_count," \
+    " SELECT DISTINCT ON (a.id) a.id, a.tenant_id, a.event_type, a.topic, a.replay_count," \
     "  a.replayed_from_event_id, a.replayed_from_dlq_id, a.replay_source, false AS dup," \
     "  CASE WHEN a.replayed_from_event_id IS NULL THEN r.replayed_from_event_id END" \
     "  AS unlinked, a.reused, a.kafka_partition, a.kafka_offset" \
-    " FROM (SELECT ins.*, false AS reused FROM ins" \
-    "  UNION ALL SELECT reused.*, true FROM reused) a" \
-    " JOIN r ON r.topic = a.topic AND r.kafka_partition = a.kafka_partition" \
+    " FROM ins a JOIN r ON r.topic = a.topic AND r.kafka_partition = a.kafka_partition" \
     "  AND r.kafka_offset = a.kafka_offset" \
     " UNION ALL SELECT id, tenant_id, NULL, topic, 0, NULL, NULL, NULL, true, NULL, false," \
     "  NULL, NULL FROM dup"
@@ -210,7 +227,8 @@
 /* clang-format on */
 
 /* Whether the journal or the DLQ holds the record at $1 topic, $2 partition, $3 offset
- * with $4 key and $5 Kafka timestamp (ms): the same record, stored already. */
+ * with $4 key and $5 Kafka timestamp (ms): the same record, stored already; or the sink's
+ * position names it as the last one stored (its journal row may have gone with retention). */
 #define SQL_POSITION_HOLDS                                                                         \
     "SELECT EXISTS (SELECT 1 FROM event_journal j WHERE j.topic = $1"                              \
     "  AND j.kafka_partition = $2::int AND j.kafka_offset = $3::bigint"                            \
@@ -219,6 +237,10 @@
     " OR EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.topic = $1"                             \
     "  AND d.kafka_partition = $2::int AND d.kafka_offset = $3::bigint"                            \
     "  AND d.event_key IS NOT DISTINCT FROM $4 AND d.kafka_timestamp ="                            \
+    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond')"                              \
+    " OR EXISTS (SELECT 1 FROM sink_offsets s WHERE s.topic = $1"                                  \
+    "  AND s.kafka_partition = $2::int AND s.last_offset = $3::bigint"                             \
+    "  AND s.last_key IS NOT DISTINCT FROM $4 AND s.last_timestamp ="                              \
     "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond')"
 
 /* The keys that sign replay markers (replay_auth.h), newest last. */

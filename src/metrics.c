@@ -105,13 +105,18 @@ void metrics_offset_reuse(const char *topic)
 }
 
 static atomic_ulong write_conflicts;
-static atomic_ulong retention_removed[3]; /* DLQ entries, jobs, job items */
+static atomic_ulong retention_removed[4]; /* DLQ entries, jobs, job items, journal rows */
 
 void metrics_retention_removed(int64_t dlq, int64_t jobs, int64_t items)
 {
     atomic_fetch_add(&retention_removed[0], (unsigned long)dlq);
     atomic_fetch_add(&retention_removed[1], (unsigned long)jobs);
     atomic_fetch_add(&retention_removed[2], (unsigned long)items);
+}
+
+void metrics_retention_journal(int64_t rows)
+{
+    atomic_fetch_add(&retention_removed[3], (unsigned long)rows);
 }
 
 void metrics_write_conflict(void)
@@ -418,9 +423,11 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            "(deadlock, lock timeout) and written again.");
     buf_printf(o, "eventsink_write_conflicts_total %lu\n", atomic_load(&write_conflicts));
     header(o, "eventsink_retention_removed_total", "counter",
-           "Rows removed by retention (retention.dlq, retention.jobs), by table.");
-    static const char *const tables[] = {"dead_letter_queue", "replay_jobs", "replay_job_items"};
-    for (int t = 0; t < 3; t++)
+           "Rows removed by retention (retention.dlq, retention.jobs, retention.journal: "
+           "whole partitions), by table.");
+    static const char *const tables[] = {"dead_letter_queue", "replay_jobs", "replay_job_items",
+                                         "event_journal"};
+    for (int t = 0; t < 4; t++)
         buf_printf(o, "eventsink_retention_removed_total{table=\"%s\"} %lu\n", tables[t],
                    atomic_load(&retention_removed[t]));
     header(o, "eventsink_policy_watchdog_total", "counter",

@@ -19,6 +19,8 @@ void metrics_partition_reread(const char *topic);
 void metrics_write_conflict(void);
 /* Rows removed by retention (retention.c). */
 void metrics_retention_removed(int64_t dlq, int64_t jobs, int64_t items);
+/* Journal rows dropped with their partitions (retention.c). */
+void metrics_retention_journal(int64_t rows);
 void metrics_events_persisted(const char *topic, bool replayed, uint64_t n);
 void metrics_dlq_event(const char *reason, uint64_t n);
 void metrics_batch(size_t events, double seconds);

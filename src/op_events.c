@@ -99,6 +99,10 @@ static int one_event(struct op_ctx *ctx, const char *what)
                 {"dlq", "replayed_from_dlq_id", true},
             };
             printf("ancestors (root first):\n");
+            int64_t gone = op_int(v, "ancestor_gone");
+            if (gone)
+                printf("(event %" PRId64 ", older, is no longer in the journal: retention)\n",
+                       gone);
             op_table(stdout, jsonv_get(v, "ancestors"), lin_cols, NCOLS(lin_cols));
             printf("\nevent %" PRId64 ":\n", id);
             struct jsonv one = {

@@ -88,7 +88,10 @@ static bool remove_job(const struct run *r, const char *id, int64_t max_seq,
         metrics_retention_removed(0, 0, n);
     }
     const char *p[] = {id};
-    int64_t n;
+    int64_t n, batch = atoll(RETENTION_BATCH);
+    do {
+        if (stopped(r) || (n = one(r, SQL_RETENTION_COPIES_DELETE, 1, p, 0)) < 0) return false;
+    } while (n == batch);
     if (stopped(r) || (n = one(r, SQL_RETENTION_JOB_DELETE, 1, p, 0)) < 0) return false;
     out->jobs += n;
     metrics_retention_removed(0, n, 0);
@@ -112,26 +115,83 @@ static bool remove_jobs(const struct run *r, const char *jobs, struct retention_
     }
 }
 
+/* Runs a setting (a timeout) between statements. */
+static bool set(const struct run *r, const char *sql)
+{
+    struct db_rows *res = exec(r, sql, 0, NULL);
+    db_rows_free(res);
+    return res != NULL;
+}
+
+/* The partitions ahead, and the rows of the default partition in their months. */
+static bool maintain_journal(const struct run *r, struct retention_report *out)
+{
+    if (one(r, SQL_JOURNAL_AHEAD, 0, NULL, 0) < 0) return false;
+    struct db_rows *months = exec(r, SQL_JOURNAL_DEFAULT_MONTHS, 0, NULL);
+    if (!months) return false;
+    bool ok = set(r, SQL_JOURNAL_MOVE_TIMEOUT);
+    for (int i = 0; ok && i < db_rows_count(months) && !stopped(r); i++) {
+        const char *p[] = {db_rows_text(months, i, 0)};
+        struct db_rows *res = exec(r, SQL_JOURNAL_SETTLE, 1, p);
+        ok = res != NULL;
+        db_rows_free(res);
+        out->journal_settled += ok;
+    }
+    db_rows_free(months);
+    return set(r, SQL_RETENTION_TIMEOUT) && ok;
+}
+
+/* The month partitions wholly older than the retention: counted, and unless dry_run
+ * dropped (a DROP TABLE each: no DELETE, nothing left to vacuum). */
+static bool expire_journal(const struct run *r, const char *secs, bool dry_run,
+                           struct retention_report *out)
+{
+    const char *p[] = {secs};
+    struct db_rows *parts = exec(r, SQL_JOURNAL_EXPIRED, 1, p);
+    if (!parts) return false;
+    bool ok = set(r, SQL_JOURNAL_COUNT_TIMEOUT) && set(r, SQL_JOURNAL_DROP_LOCK_TIMEOUT);
+    for (int i = 0; ok && i < db_rows_count(parts) && !stopped(r); i++) {
+        const char *name[] = {db_rows_text(parts, i, 0)};
+        int64_t n = one(r, dry_run ? SQL_JOURNAL_PART_ROWS : SQL_JOURNAL_DROP, 1, name, 0);
+        if (!(ok = n >= 0)) break;
+        out->journal_parts++;
+        out->journal_rows += n;
+        out->journal_bytes += db_rows_int(parts, i, 1);
+        if (!dry_run) metrics_retention_journal(n);
+    }
+    db_rows_free(parts);
+    int64_t waiting = ok && dry_run ? one(r, SQL_JOURNAL_EXPIRED_DEFAULT, 1, p, 0) : 0;
+    ok = ok && waiting >= 0;
+    out->journal_rows += ok ? waiting : 0;
+    return set(r, SQL_LOCK_TIMEOUT_RESET) && set(r, SQL_RETENTION_TIMEOUT) && ok;
+}
+
 bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
                      const atomic_bool *stop, void (*progress)(void), struct retention_report *out,
                      char **err)
 {
     memset(out, 0, sizeof *out);
     *err = NULL;
-    if (!cfg->retention.dlq_s && !cfg->retention.jobs_s) return true; /* keep everything */
     struct run r = {c, stop, progress, err};
     struct db_rows *l = exec(&r, SQL_RETENTION_LOCK, 0, NULL);
     if (!l) return false;
     out->skipped = db_rows_text(l, 0, 0)[0] != 't';
     db_rows_free(l);
     if (out->skipped) return true;
-    char dlq[24], jobs[24];
+    char journal[24], dlq[24], jobs[24];
+    snprintf(journal, sizeof journal, "%" PRId64, cfg->retention.journal_s);
     snprintf(dlq, sizeof dlq, "%" PRId64, cfg->retention.dlq_s);
     snprintf(jobs, sizeof jobs, "%" PRId64, cfg->retention.jobs_s);
     db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT, 0, NULL, NULL));
-    bool ok = dry_run ? counts(&r, cfg, dlq, jobs, out)
-                      : (!cfg->retention.dlq_s || remove_dlq(&r, dlq, out)) &&
-                            (!cfg->retention.jobs_s || remove_jobs(&r, jobs, out));
+    bool keep_journal = !cfg->retention.journal_s, ok;
+    if (dry_run)
+        ok = (keep_journal || expire_journal(&r, journal, true, out)) &&
+             counts(&r, cfg, dlq, jobs, out);
+    else
+        ok = maintain_journal(&r, out) &&
+             (keep_journal || expire_journal(&r, journal, false, out)) &&
+             (!cfg->retention.dlq_s || remove_dlq(&r, dlq, out)) &&
+             (!cfg->retention.jobs_s || remove_jobs(&r, jobs, out));
     db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT_RESET, 0, NULL, NULL));
     db_rows_free(db_rows_exec(c, SQL_RETENTION_UNLOCK, 0, NULL, NULL));
     return ok;

@@ -46,8 +46,42 @@
 #define SQL_RETENTION_ITEMS_DELETE                                                                 \
     "WITH x AS (DELETE FROM replay_job_items WHERE job_id = $1::bigint AND seq > $2::int"          \
     " AND seq <= $2::int + " RETENTION_BATCH " RETURNING 1) SELECT count(*) FROM x"
+/* $1 job: its claims on one copy of each replayed event (SQL_JOURNAL_ROWS) */
+#define SQL_RETENTION_COPIES_DELETE                                                                \
+    "WITH x AS (DELETE FROM journal_replay_copies WHERE ctid IN (SELECT ctid"                      \
+    " FROM journal_replay_copies WHERE replay_job_id = $1::bigint LIMIT " RETENTION_BATCH ")"      \
+    " RETURNING 1) SELECT count(*) FROM x"
 /* $1 job */
 #define SQL_RETENTION_JOB_DELETE                                                                   \
     "WITH x AS (DELETE FROM replay_jobs WHERE id = $1::bigint RETURNING 1) SELECT count(*) FROM x"
+
+/* ---- the journal: whole month partitions (sql/011_journal_partitions.sql) ---- */
+
+/* the partitions of this month and the next two */
+#define SQL_JOURNAL_AHEAD "SELECT eventsink_journal_partitions(now(), now() + interval '2 months')"
+/* the months of the rows waiting in the default partition (a backfill of a month that had
+ * no partition), oldest first; $1 one of them: its partition made and its rows moved */
+#define SQL_JOURNAL_DEFAULT_MONTHS                                                                 \
+    "SELECT DISTINCT date_trunc('month', received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS m"  \
+    " FROM event_journal_default ORDER BY m"
+#define SQL_JOURNAL_SETTLE "SELECT eventsink_journal_partition($1::timestamptz)"
+#define SQL_JOURNAL_MOVE_TIMEOUT "SET statement_timeout = '10min'"
+
+/* $1 retention in seconds -> name, bytes: the month partitions wholly older than it */
+#define SQL_JOURNAL_EXPIRED                                                                        \
+    "SELECT name, pg_total_relation_size(name::regclass) FROM event_journal_partitions"            \
+    " WHERE upper <= now() - make_interval(secs => $1::float8) ORDER BY upper"
+/* $1 retention in seconds -> the rows in the default partition of the months that would
+ * go (a dry run counts them: a real run moves them to their months first) */
+#define SQL_JOURNAL_EXPIRED_DEFAULT                                                                \
+    "SELECT count(*) FROM event_journal_default WHERE received_at < date_trunc('month',"           \
+    " (now() - make_interval(secs => $1::float8)) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+/* $1 partition -> its rows; the same, dropped */
+#define SQL_JOURNAL_PART_ROWS "SELECT eventsink_journal_partition_rows($1)"
+#define SQL_JOURNAL_DROP "SELECT eventsink_journal_drop($1)"
+/* a count of a month reads it whole; the drop must not keep ingest queued behind it long */
+#define SQL_JOURNAL_COUNT_TIMEOUT "SET statement_timeout = '2min'"
+#define SQL_JOURNAL_DROP_LOCK_TIMEOUT "SET lock_timeout = '2s'"
+#define SQL_LOCK_TIMEOUT_RESET "RESET lock_timeout"
 
 #endif

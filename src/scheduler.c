@@ -358,6 +358,14 @@ static void apply_retention(struct pg_conn *c)
     char *err = NULL;
     bool ok = retention_apply(c, env->cfg, false, &stopping, retention_progress, &r, &err);
     next_ms = mono_now_ms() + (ok ? RETENTION_EVERY_MS : RETENTION_RETRY_MS);
+    if (r.journal_parts)
+        log_info("retention: dropped %" PRId64 " journal partitions older than %s (%" PRId64
+                 " rows, %" PRId64 " bytes)",
+                 r.journal_parts, env->cfg->retention.journal, r.journal_rows, r.journal_bytes);
+    if (r.journal_settled)
+        log_info("retention: the journal rows of %" PRId64
+                 " months moved from the default partition to their own",
+                 r.journal_settled);
     if (r.dlq || r.jobs || r.items)
         log_info("retention: removed %" PRId64 " DLQ entries resolved or discarded over %s ago, "
                  "%" PRId64 " replay jobs ended over %s ago (%" PRId64 " items)",

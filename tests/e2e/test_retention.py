@@ -3,8 +3,8 @@
 ended jobs with their items; `eventsink retention [--dry-run]` does it on demand, the
 service by itself at start and hourly, one instance at a time (an advisory lock).
 
-The journal is kept forever in this version: a `retention.journal` is refused by
-`eventsink check` (dropping journal history needs the journal partitioned by time)."""
+The journal's retention (whole month partitions dropped) is tested in
+test_journal_partitions.py."""
 
 from __future__ import annotations
 
@@ -133,12 +133,13 @@ def test_the_service_applies_retention_by_itself(db, topic, sink, sink_factory_o
 def test_check_refuses_retention_values_the_service_would_refuse(db, topic, sink_factory_offline):
     for value, words in [({"dlq": "30"}, "retention.dlq"), ({"jobs": "10m"}, "retention.jobs"),
                          ({"dlq": "soon"}, "retention.dlq"),
-                         ({"journal": "365d"}, "partitioned by time")]:
+                         ({"journal": "30"}, "retention.journal"),
+                         ({"journal": "1m"}, "retention.journal")]:
         conf = sink_factory_offline.write_config(topics=[topic], dsn=db,
                                                  overrides={"retention": value}, name="bad")
         r = run_cli("check", "-c", str(conf))
         assert r.returncode == 2 and words in r.stderr, (value, r.stderr)
     conf = sink_factory_offline.write_config(topics=[topic], dsn=db, name="good",
-                                             overrides={"retention": {"journal": "forever",
+                                             overrides={"retention": {"journal": "365d",
                                                                       "dlq": "12h"}})
     assert run_cli("check", "-c", str(conf)).returncode == 0
