@@ -13,6 +13,7 @@
 #include "db_fence.h"
 #include "db_sql.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgarray.h"
 #include "replay_auth.h"
 
@@ -804,6 +805,7 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
     enum db_result rc = write_batch(db, items, n, policy_version, false, &twice, stats,
                                     on_persisted, on_dlq, opaque, err);
     if (!twice) return rc;
+    metrics_write_conflict();
     log_warn("%s", *err);
     free(*err);
     *err = NULL;

@@ -420,7 +420,8 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
     }
     header(o, "eventsink_write_conflicts_total", "counter",
            "Journal writes aborted by PostgreSQL for a conflict with another transaction "
-           "(deadlock, lock timeout) and written again.");
+           "(deadlock, lock timeout), or rolled back because another writer journaled records "
+           "of the batch meanwhile (the sink_offsets fence), and written again.");
     buf_printf(o, "eventsink_write_conflicts_total %lu\n", atomic_load(&write_conflicts));
     header(o, "eventsink_retention_removed_total", "counter",
            "Rows removed by retention (retention.dlq, retention.jobs, retention.journal: "

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -454,8 +455,10 @@ def qall(conn, sql, params=None):
 # ---- the service --------------------------------------------------------------------------------
 
 def write_config(path, *, kafka_port, pg_port, dbname, group, topics, http_port, metrics_port,
-                 batch, max_wait_ms, level):
+                 batch, max_wait_ms, level, journal_retention=None):
     lua_topics = ", ".join(f'"{t}"' for t in topics)
+    retention = (f'  retention = {{ journal = "{journal_retention}" }},\n'
+                 if journal_retention else "")
     with open(path, "w") as f:
         f.write(f"""-- written by tests/bench/bench.py
 return {{
@@ -472,7 +475,7 @@ return {{
   replay   = {{ max_depth = 3, rate_per_s = 1000000, max_batch_ids = 10000,
                confirm_above = 100000000 }},
   log      = {{ level = "{level}", format = "text" }},
-}}
+{retention}}}
 """)
 
 
@@ -1173,6 +1176,34 @@ class Bench:
             log(f"  {name}: p50 {out[name]['p50_ms']} ms, p99 {out[name]['p99_ms']} ms")
         return out
 
+    def journal_retention(self, conf, fconn, days):
+        """`eventsink retention` with retention.journal at half the filled days: the
+        months wholly older go, a DROP TABLE each; its time and what went."""
+        keep = f"{max(1, days // 2)}d"
+        rconf = conf.replace(".conf.lua", "-retention.conf.lua")
+        write_config(rconf, kafka_port=self.o["kafka_port"], pg_port=self.o["pg_port"],
+                     dbname="filled", group="bench-filled", topics=[FILL_TOPIC],
+                     http_port=free_port(), metrics_port=free_port(), batch=self.o["batch"],
+                     max_wait_ms=self.o["max_wait_ms"], level="warn", journal_retention=keep)
+        before = q1(fconn, "SELECT pg_total_relation_size('event_journal')"
+                           " + coalesce((SELECT sum(pg_total_relation_size(name::regclass))"
+                           " FROM event_journal_partitions), 0)")[0]
+        t0 = time.time()
+        r = subprocess.run([self.o["bin"], "retention", "-c", rconf], capture_output=True,
+                           text=True, timeout=1800)
+        secs = time.time() - t0
+        m = re.search(r"journal:\s+(\d+) partitions \((\d+) rows, (\d+) bytes\)", r.stdout)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"eventsink retention (filled): {r.stdout}{r.stderr}")
+        after = q1(fconn, "SELECT coalesce(sum(pg_total_relation_size(name::regclass)), 0)"
+                          " FROM event_journal_partitions")[0]
+        out = {"keep": keep, "partitions": int(m.group(1)), "rows": int(m.group(2)),
+               "bytes": int(m.group(3)), "seconds": round(secs, 2),
+               "journal_bytes_before": int(before), "journal_bytes_after": int(after)}
+        log(f"  retention {keep}: {out['partitions']} partitions, {out['rows']:,} rows, "
+            f"{out['bytes'] / 2**30:.2f} GiB dropped in {secs:.2f} s")
+        return out
+
     def filled_phase(self, conn):
         rows, days, n = self.o["fill_rows"], self.o["fill_days"], self.o["events"]
         log(f"filled journal: {rows:,} rows over {days} days by SQL into database 'filled'")
@@ -1211,11 +1242,12 @@ class Bench:
                 f"into the empty one ({rate / empty:.2f} x)")
             api = self.api_latency(self.services[0], fconn, rows, days, self.o["fill_requests"])
             self.stop_services()
+            dropped = self.journal_retention(conf, fconn, days)
             self.results["figures"]["filled"] = {
                 "rows": rows, "days": days, "fill_seconds": round(fill_s, 1),
                 "journal_bytes": size, "events": n, "events_per_s": round(rate, 1),
                 "empty_events_per_s": empty, "ratio_filled_to_empty": round(rate / empty, 3),
-                "api": api,
+                "api": api, "retention": dropped,
                 "method": "ingest as in the throughput run (first to last row commit time) into "
                           "a journal filled by SQL beforehand; API calls sequential, one at a "
                           "time, on the idle service, random ids, tenants and days",
@@ -1535,6 +1567,11 @@ def print_table(res):
         for name, a in fd["api"].items():
             row(f"  {name} p99", f"{a['p99_ms']:.1f} ms", mark(f"filled_{name}_p99_ms"),
                 f"p50 {a['p50_ms']:.1f} ms, max {a['max_ms']:.1f} ms, {a['requests']} requests")
+        rt = fd.get("retention")
+        if rt:
+            row(f"  retention {rt['keep']}", f"{rt['seconds']:.2f} s", "",
+                f"{rt['partitions']} partitions, {rt['rows']:,} rows, "
+                f"{rt['bytes'] / 2**30:.2f} GiB dropped")
     if "cpu" in f:
         cp = f["cpu"]
         w = cp["window"]

@@ -15,7 +15,9 @@ restart; SIGTERM (must exit 0 within 10 s) and restart; PostgreSQL stopped fast 
 immediate and started again; the Kafka broker stopped and started (its data kept); SIGHUP
 with a good policy file, then with a broken one; a second instance joining the consumer
 group and leaving it; replay jobs (POST /replay/range with confirm and a rate, and POST
-/replay/batch) started and the service killed while they run. A sampler reads the RSS and
+/replay/batch) started and the service killed while they run; the group's committed offsets
+moved back while the service is stopped (an operator's reset: every record since is read
+again, below the sink's stored position, sink_offsets). A sampler reads the RSS and
 the open file descriptors of every eventsink process once a second.
 
 At the end it restores everything, waits until the consumer group has caught up and every
@@ -65,7 +67,7 @@ from harness import KafkaBroker, PgServer, SinkFactory, SinkProcess, make_event 
 
 REPO = harness.REPO
 FAULT_KINDS = ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
-               "sighup_broken", "second_instance", "replay_kill")
+               "sighup_broken", "second_instance", "replay_kill", "offset_rewind")
 SIGTERM_LIMIT_S = 10.0  # CONTRACT section 1
 DRIVER_SOURCE = "chaos_driver"  # the replay_source of the driver's replay-marked events
 TICK = 0.05
@@ -534,6 +536,26 @@ class Chaos:
         elif self.second.proc is not None and self.second.exit_codes[-1] is None:
             rc = self.second._finish()
             self.violation(f"the second instance exited by itself (code {rc})")
+
+    def fault_offset_rewind(self) -> None:
+        """The group's offsets set back by up to 2,000 records a partition, the service
+        stopped meanwhile: what is read again must not be journaled again."""
+        self.terminate_checked(self.main, "main instance")
+        committed = self.kafka.committed_offsets(self.main_group(), self.topic, self.partitions)
+        back = {p: max(0, o - self.rng.randint(1, 2000)) for p, o in committed.items() if o > 0}
+        deadline = time.monotonic() + harness.scaled(60)
+        while back:
+            try:  # refused while a killed instance's membership has not expired yet
+                self.kafka.commit_offsets(self.main_group(), self.topic, back)
+                self.notes.append(f"offsets rewound by {sum(committed[p] - o for p, o in back.items())}"
+                                  " records")
+                break
+            except Exception as e:  # noqa: BLE001 - KafkaException, retried
+                if time.monotonic() > deadline:
+                    self.violation(f"offset_rewind: the broker refused the commit: {e}")
+                    break
+                time.sleep(1)
+        self.start_main()
 
     def fault_replay_kill(self) -> None:
         now = datetime.now(timezone.utc)

@@ -515,6 +515,17 @@ class KafkaBroker:
             c.close()
         return out
 
+    def commit_offsets(self, group_id: str, topic: str, offsets: dict[int, int]) -> None:
+        """Sets the group's committed offsets (the group must have no member: an operator's
+        reset). Raises KafkaException when the broker refuses."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group_id,
+                      "enable.auto.commit": False})
+        try:
+            c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                     asynchronous=False)
+        finally:
+            c.close()
+
     def committed_offsets(self, group_id: str, topic: str, partitions: int) -> dict[int, int]:
         """The group's committed offset per partition (-1001 when none)."""
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group_id,

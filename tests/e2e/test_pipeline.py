@@ -448,6 +448,39 @@ def test_two_instances_share_the_work_exactly_once(kafka, db, topic, sink):
     assert b.terminate() == 0
 
 
+def test_two_groups_writing_the_same_records_at_once_store_each_once(kafka, db, topic, sink):
+    """No unique index guards the Kafka position (the journal is partitioned by time): two
+    services of different consumer groups read the same records at the same time, as a
+    consumer that lost its partition and the one that got it do, and race on every batch.
+    The sink's stored position (sink_offsets), locked by each batch, is the fence: each
+    record is journaled once (docs/GUARANTEES.md section 2)."""
+    from apihelpers import metric, scrape, wait_caught_up
+    groups = [f"{sink.group_id}-a", f"{sink.group_id}-b"]
+    a, b = (sink(topics=[topic], dsn=db, group_id=g) for g in groups)
+    for s in (a, b):
+        s.wait_log(r"partition\(s\) assigned", timeout=60)
+    # both read each record as it arrives
+    produced = []
+    for k in range(6):
+        produced += kafka.produce(topic, event_records(event_stream(1000, seed=61 + k,
+                                                                    start=len(produced))))
+    for g in groups:
+        wait_caught_up(kafka, g, [topic], timeout=300, sinks=[a, b])
+    assert_exactly_once(db, topic, produced)
+    # every row was reported persisted once, by one of the two
+    assert a.persisted_count() + b.persisted_count() == len(produced)
+    ends = {r[0]: r[1] for r in query(db, "SELECT kafka_partition, max(kafka_offset) + 1"
+                                          " FROM event_journal WHERE topic = %s GROUP BY 1",
+                                      (topic,))}
+    stored = {r[0]: r[1] for r in query(db, "SELECT kafka_partition, next_offset FROM"
+                                            " sink_offsets WHERE topic = %s", (topic,))}
+    assert stored == ends
+    conflicts = sum(metric(scrape(s), "eventsink_write_conflicts_total") for s in (a, b))
+    print(f"persisted by a: {a.persisted_count()}, by b: {b.persisted_count()}; batches "
+          f"written again after the other group's commit: {conflicts:.0f}")
+    assert a.terminate() == 0 and b.terminate() == 0
+
+
 def test_sigterm_commits_everything_and_exits_0(kafka, db, topic, sink):
     records = event_records(event_stream(3000, seed=51))
     s = sink(topics=[topic], dsn=db)
