@@ -161,7 +161,9 @@ ALTER TABLE event_journal RENAME CONSTRAINT event_journal_new_pkey TO event_jour
 CREATE INDEX event_journal_kafka_position ON event_journal
     (topic, kafka_partition, kafka_offset);
 CREATE INDEX event_journal_tenant_received ON event_journal (tenant_id, received_at);
-CREATE INDEX event_journal_received ON event_journal (received_at);
+-- replay_count beside the time: a range replay's count of originals over a day reads the
+-- index only, not a day of rows (the bench's range dry run on 20,000,000 rows)
+CREATE INDEX event_journal_received ON event_journal (received_at) INCLUDE (replay_count);
 CREATE INDEX event_journal_replay_count ON event_journal (replay_count) WHERE replay_count > 0;
 CREATE INDEX event_journal_replayed_from ON event_journal (replayed_from_event_id)
     WHERE replayed_from_event_id IS NOT NULL;

@@ -1135,7 +1135,8 @@ class Bench:
                           (TENANTS, len(TENANTS), TYPES, len(TYPES), days * 86400, rows, a, b))
             log(f"  filled {b:,} of {rows:,} rows ({time.time() - t0:.0f} s)")
         fconn.execute("VACUUM (ANALYZE) event_journal")
-        size = q1(fconn, "SELECT pg_total_relation_size('event_journal')")[0]
+        size = q1(fconn, "SELECT sum(pg_total_relation_size(name::regclass))"
+                         " FROM event_journal_partitions")[0]
         return time.time() - t0, size
 
     def api_latency(self, svc, fconn, rows, days, n):
