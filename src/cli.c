@@ -69,6 +69,15 @@ int cli_migrate(const struct config *cfg)
     return 0;
 }
 
+/* Ends a line of `retention` with how many of its months went whole (partitions dropped). */
+static void whole_months(int64_t parts, bool dry_run)
+{
+    if (parts)
+        printf(" (%" PRId64 " month partitions %s whole, the rest row by row)", parts,
+               dry_run ? "would be dropped" : "dropped");
+    printf("\n");
+}
+
 int cli_retention(const struct config *cfg, bool dry_run)
 {
     char *err = NULL;
@@ -103,14 +112,16 @@ int cli_retention(const struct config *cfg, bool dry_run)
                dry_run ? "would go" : "removed");
     else
         printf("journal:     kept forever (retention.journal)\n");
-    if (r.journal_settled)
-        printf("journal:     the rows of %" PRId64 " months moved from the default partition "
+    if (r.settled)
+        printf("partitions:  the rows of %" PRId64 " months moved from a default partition "
                "to their own\n",
-               r.journal_settled);
-    printf("dlq:         %" PRId64 " resolved or discarded entries older than %s %s\n", r.dlq, dlq,
+               r.settled);
+    printf("dlq:         %" PRId64 " resolved or discarded entries older than %s %s", r.dlq, dlq,
            dry_run ? "would go" : "removed");
-    printf("replay jobs: %" PRId64 " ended longer ago than %s, with %" PRId64 " items, %s\n",
-           r.jobs, jobs, r.items, dry_run ? "would go" : "removed");
+    whole_months(r.dlq_parts, dry_run);
+    printf("replay jobs: %" PRId64 " ended longer ago than %s, with %" PRId64 " items, %s", r.jobs,
+           jobs, r.items, dry_run ? "would go" : "removed");
+    whole_months(r.jobs_parts, dry_run);
     if (dry_run) printf("(dry run: nothing was removed)\n");
     return 0;
 }

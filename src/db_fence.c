@@ -155,7 +155,7 @@ int fence_close(struct fence *f, PGconn *conn, const struct batch_item *items, s
     for (size_t i = 0; i < n; i++) {
         const struct record *r = items[i].rec;
         const struct fence_part *p = find(f, r->topic, r->partition);
-        if (items[i].d.to_dlq || !p || !p->moved || r->offset >= p->below) continue;
+        if (!p || !p->moved || r->offset >= p->below) continue;
         pgarray_cstr(&f->cols[0], r->topic);
         pgarray_int(&f->cols[1], r->partition);
         pgarray_int(&f->cols[2], r->offset);

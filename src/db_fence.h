@@ -1,19 +1,19 @@
 /* The fence: the sink's own position in each Kafka partition (sink_offsets), written in
- * the transaction of every batch, so that no record is journaled twice although the
- * journal, partitioned by time, has no unique index on the Kafka position.
+ * the transaction of every batch, so that no record is stored twice although the journal
+ * and the DLQ, partitioned by time, have no unique index on the Kafka position.
  *
  *   1. fence_read(): each partition's stored position and version, without a lock.
  *      A record below the position may be stored already: it is looked up in the journal
- *      (maybe_stored); one at or above it cannot be, unless another writer stores it
- *      while this batch is written:
+ *      (maybe_stored; the DLQ looks every record up); one at or above it cannot be, unless another
+ * writer stores it while this batch is written:
  *   2. fence_advance(), last in the transaction: locks the partitions' rows (one order for
  *      every writer), moves their position and version. When a version moved since step
  *      1, another batch of that partition committed meanwhile;
  *   3. fence_duplicated() then looks for a record of this batch below that batch's
- *      position journaled twice. Found: the caller rolls back and writes the batch again,
- *      every record looked up.
- * Of two writers of one record (a consumer that lost its partition and the one that got
- * it, or a re-read), the second to take the lock sees the first's commit. */
+ *      position stored twice (journal and DLQ together). Found: the caller rolls back and writes
+ * the batch again, every record looked up. Of two writers of one record (a consumer that lost its
+ * partition and the one that got it, or a re-read), the second to take the lock sees the first's
+ * commit. */
 #ifndef EVENTSINK_DB_FENCE_H
 #define EVENTSINK_DB_FENCE_H
 

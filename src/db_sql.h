@@ -42,6 +42,9 @@
     " RETURNING id, tenant_id, event_type, topic, kafka_partition, kafka_offset, replay_count,"    \
     "  replayed_from_event_id, replayed_from_dlq_id, replay_source, replay_job_id,"                \
     "  kafka_generation > 0 AS reused"
+/* the creation time of job $p: a job's items are in the month partition of their job
+ * (sql/012_dlq_jobs_partitions.sql) */
+#define JOB_CREATED_AT(p) "(SELECT created_at FROM replay_jobs WHERE id = $" p "::bigint)"
 /* "a row of table `t` at r's Kafka position" */
 #define AT_POSITION(t)                                                                             \
     " " t ".topic = r.topic AND " t ".kafka_partition = r.kafka_partition"                         \
@@ -88,8 +91,10 @@
     " FROM r JOIN event_journal j ON" AT_POSITION("j") " WHERE r.maybe_stored GROUP BY r.ord" \
     "), claim AS (" \
     " INSERT INTO journal_replay_copies (replay_job_id, replayed_from_event_id," \
-    "  replayed_from_dlq_id)" \
-    " SELECT r.replay_job_id, r.replayed_from_event_id, r.replayed_from_dlq_id FROM r" \
+    "  replayed_from_dlq_id, job_created_at)" \
+    " SELECT r.replay_job_id, r.replayed_from_event_id, r.replayed_from_dlq_id," \
+    "  coalesce((SELECT j.created_at FROM replay_jobs j WHERE j.id = r.replay_job_id), now())" \
+    " FROM r" \
     " WHERE r.replay_job_id IS NOT NULL AND r.copy_rank = 1" \
     "  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.ord = r.ord AND h.same)" \
     " ORDER BY r.ord ON CONFLICT DO NOTHING" \
@@ -119,7 +124,7 @@
     " WHERE r.replay_job_id IS NOT NULL" \
     "  AND NOT EXISTS (SELECT 1 FROM ins WHERE" AT_POSITION("ins") ")" \
     "  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.ord = r.ord AND h.same)" \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
+    "  AND NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") ")" \
     " RETURNING id, tenant_id, topic" \
     ")"
 
@@ -171,7 +176,9 @@
  * attempt on that entry (once per Kafka position) instead of adding a row, and its job
  * item records that it failed again. A record at a
  * position the DLQ holds for a different record (reused offsets, see SQL_JOURNAL_ROWS) gets
- * the position's next generation (`reused` true). */
+ * the position's next generation (`reused` true). The DLQ is partitioned by month, so its
+ * Kafka position is no unique index: the look-ups below keep a redelivery out, and the
+ * sink's position (db_fence.h) keeps out the copy another writer adds meanwhile. */
 /* clang-format off */
 #define DLQ_COLS \
     " (topic, kafka_partition, kafka_offset, event_key, headers, raw_payload, reason, error," \
@@ -199,12 +206,14 @@
     " RETURNING d.id, d.reason, d.tenant_id, d.error, r.replay_job_id" \
     ")" JOB_ITEM_OUTCOME("retried", "failed_again") \
     ", fresh AS (" \
-    " SELECT * FROM r WHERE r.retry_of IS NULL" \
+    " SELECT DISTINCT ON (r.topic, r.kafka_partition, r.kafka_offset) * FROM r" \
+    " WHERE r.retry_of IS NULL" \
     "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \
+    " ORDER BY r.topic, r.kafka_partition, r.kafka_offset, r.ord" \
     "), ins AS (" \
     " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS ", 0 FROM fresh r" \
+    " WHERE NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") ")" \
     " ORDER BY r.ord" \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
     " RETURNING id, reason, topic, kafka_partition, kafka_offset, tenant_id, error" \
     "), reused AS (" \
     " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS "," \
@@ -216,7 +225,6 @@
     "   AND (d.kafka_timestamp IS NULL OR r.kafka_ts_ms IS NULL OR d.kafka_timestamp =" \
     "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'))" \
     " ORDER BY r.ord" \
-    " ON CONFLICT (topic, kafka_partition, kafka_offset, kafka_generation) DO NOTHING" \
     " RETURNING id, reason, topic, kafka_partition, kafka_offset, tenant_id, error" \
     ")" \
     " SELECT id, reason, false AS retry, false AS reused, topic, NULL::int, NULL::bigint," \

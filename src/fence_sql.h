@@ -29,7 +29,8 @@
     " RETURNING s.topic, s.kafka_partition, s.version, s.checked_below"
 
 /* $1 topics, $2 partitions, $3 offsets, $4 keys, $5 Kafka timestamps (ms): whether the
- * journal holds any of these records twice (this batch's row and another's). */
+ * journal and the DLQ together hold any of these records twice (this batch's row and
+ * another's). */
 #define SQL_FENCE_CHECK                                                                             \
     "SELECT EXISTS (SELECT 1"                                                                       \
     " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::bigint[])"                   \
@@ -37,6 +38,10 @@
     " WHERE (SELECT count(*) FROM event_journal j WHERE j.topic = p.topic"                          \
     "  AND j.kafka_partition = p.kafka_partition AND j.kafka_offset = p.kafka_offset"               \
     "  AND j.event_key IS NOT DISTINCT FROM p.event_key AND j.kafka_timestamp IS NOT DISTINCT FROM" \
+    "  'epoch'::timestamptz + p.ts_ms * interval '1 millisecond')"                                  \
+    "  + (SELECT count(*) FROM dead_letter_queue d WHERE d.topic = p.topic"                         \
+    "  AND d.kafka_partition = p.kafka_partition AND d.kafka_offset = p.kafka_offset"               \
+    "  AND d.event_key IS NOT DISTINCT FROM p.event_key AND d.kafka_timestamp IS NOT DISTINCT FROM" \
     "  'epoch'::timestamptz + p.ts_ms * interval '1 millisecond') > 1)"
 
 #endif

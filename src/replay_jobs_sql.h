@@ -32,22 +32,21 @@
 
 /* $1 job, $2 event id or NULL, $3 dlq id or NULL */
 #define SQL_JOB_ITEM_ONE                                                                           \
-    "INSERT INTO replay_job_items (job_id, seq, event_id, dlq_id)"                                 \
-    " VALUES ($1::bigint, 1, $2::bigint, $3::bigint)"
+    "INSERT INTO replay_job_items (job_id, seq, event_id, dlq_id, created_at)"                     \
+    " VALUES ($1::bigint, 1, $2::bigint, $3::bigint, " JOB_CREATED_AT("1") ")"
 
 /* Batch: $1 job, $2 ids (bigint[], deduplicated in order), $3 scope. Ids the token
  * cannot see are failed at once as unknown. */
-#define SQL_JOB_ITEMS_BATCH                                                                        \
-    "WITH ids AS (SELECT id, min(ord) AS ord FROM unnest($2::bigint[]) WITH ORDINALITY"            \
-    "  AS u(id, ord) GROUP BY id),"                                                                \
-    " ins AS (INSERT INTO replay_job_items (job_id, seq, event_id, status, error)"                 \
-    "  SELECT $1::bigint, row_number() OVER (ORDER BY ids.ord), ids.id,"                           \
-    "   CASE WHEN j.id IS NULL THEN 'failed' ELSE 'pending' END,"                                  \
-    "   CASE WHEN j.id IS NULL THEN 'no such event' END"                                           \
-    "  FROM ids LEFT JOIN event_journal j ON j.id = ids.id AND " SCOPE(                            \
-        "3", "j.tenant_id") "  RETURNING status)"                                                  \
-                            " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins),"          \
-                            "  failed = (SELECT count(*) FROM ins WHERE status = 'failed')"        \
+#define SQL_JOB_ITEMS_BATCH                                                                                                                        \
+    "WITH ids AS (SELECT id, min(ord) AS ord FROM unnest($2::bigint[]) WITH ORDINALITY"                                                            \
+    "  AS u(id, ord) GROUP BY id),"                                                                                                                \
+    " ins AS (INSERT INTO replay_job_items (job_id, seq, event_id, status, error, created_at)"                                                     \
+    "  SELECT $1::bigint, row_number() OVER (ORDER BY ids.ord), ids.id,"                                                                           \
+    "   CASE WHEN j.id IS NULL THEN 'failed' ELSE 'pending' END,"                                                                                  \
+    "   CASE WHEN j.id IS NULL THEN 'no such event' END, " JOB_CREATED_AT("1") "  FROM ids LEFT JOIN event_journal j ON j.id = ids.id AND " SCOPE( \
+        "3", "j.tenant_id") "  RETURNING status)"                                                                                                  \
+                            " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins),"                                                          \
+                            "  failed = (SELECT count(*) FROM ins WHERE status = 'failed')"                                                        \
                             " WHERE id = $1::bigint RETURNING total, failed"
 
 /* Range filter: $1 start, $2 end (received_at, either may be NULL), $3 topic, $4 tenant,
@@ -64,22 +63,24 @@
 
 /* $9 job */
 #define SQL_JOB_ITEMS_RANGE                                                                        \
-    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, event_id)"                            \
-    " SELECT $9::bigint, row_number() OVER (ORDER BY id), id FROM event_journal" RANGE_WHERE       \
-    " RETURNING 1)"                                                                                \
-    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $9::bigint"             \
-    " RETURNING total"
+    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, event_id, created_at)"                \
+    " SELECT $9::bigint, row_number() OVER (ORDER BY id), id, " JOB_CREATED_AT(                    \
+        "9") " FROM event_journal" RANGE_WHERE " RETURNING 1)"                                     \
+             " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $9::bigint"    \
+             " RETURNING total"
 
 /* DLQ retry by filter: $1 job, $2 reason, $3 topic, $4 tenant, $5 scope */
 #define SQL_JOB_ITEMS_DLQ                                                                          \
-    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id)"                              \
-    " SELECT $1::bigint, row_number() OVER (ORDER BY id), id FROM dead_letter_queue"               \
-    " WHERE status = 'pending' AND ($2::text IS NULL OR reason = $2)"                              \
-    " AND ($3::text IS NULL OR topic = $3) AND ($4::text IS NULL OR tenant_id = $4)"               \
-    " AND " SCOPE("5", "tenant_id") " RETURNING 1)"                                                \
-                                    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) "  \
-                                    "WHERE id = $1::bigint"                                        \
-                                    " RETURNING total"
+    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id, created_at)"                  \
+    " SELECT $1::bigint, row_number() OVER (ORDER BY id), id, " JOB_CREATED_AT(                    \
+        "1") " FROM dead_letter_queue"                                                             \
+             " WHERE status = 'pending' AND ($2::text IS NULL OR reason = $2)"                     \
+             " AND ($3::text IS NULL OR topic = $3) AND ($4::text IS NULL OR tenant_id = $4)"      \
+             " AND " SCOPE(                                                                        \
+                 "5", "tenant_id") " RETURNING 1)"                                                 \
+                                   " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) "   \
+                                   "WHERE id = $1::bigint"                                         \
+                                   " RETURNING total"
 
 /* $1 dlq id, $2 scope -> status */
 #define SQL_DLQ_STATUS                                                                             \

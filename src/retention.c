@@ -46,11 +46,51 @@ static int64_t one(const struct run *r, const char *sql, int n, const char *cons
     return v;
 }
 
+/* Runs a setting (a timeout) between statements. */
+static bool set(const struct run *r, const char *sql)
+{
+    struct db_rows *res = exec(r, sql, 0, NULL);
+    db_rows_free(res);
+    return res != NULL;
+}
+
+/* The months of the DLQ (jobs: false) or of the jobs (true) wholly past the retention of
+ * secs: each one whose every entry or job goes is dropped (with dry_run: counted), its
+ * rows added to *rows (and its items to *items) and itself to *parts. */
+static bool drop_months(const struct run *r, bool jobs, const char *secs, bool dry_run,
+                        int64_t *parts, int64_t *rows, int64_t *items)
+{
+    const char *p[] = {secs};
+    struct db_rows *months =
+        exec(r, jobs ? SQL_RETENTION_JOBS_MONTHS : SQL_RETENTION_DLQ_MONTHS, 1, p);
+    if (!months) return false;
+    bool ok = set(r, SQL_JOURNAL_COUNT_TIMEOUT) && set(r, SQL_JOURNAL_DROP_LOCK_TIMEOUT);
+    for (int i = 0; ok && i < db_rows_count(months) && !stopped(r); i++) {
+        const char *q[] = {db_rows_text(months, i, 0), secs, dry_run ? "true" : "false"};
+        struct db_rows *res =
+            exec(r, jobs ? SQL_RETENTION_JOBS_MONTH_DROP : SQL_RETENTION_DLQ_MONTH_DROP, 3, q);
+        if (!(ok = res != NULL)) break;
+        if (db_rows_count(res) && !db_rows_null(res, 0, 0)) {
+            int64_t n = db_rows_int(res, 0, 0), m = jobs ? db_rows_int(res, 0, 1) : 0;
+            (*parts)++;
+            *rows += n;
+            if (items) *items += m;
+            if (!dry_run) metrics_retention_removed(jobs ? 0 : n, jobs ? n : 0, m);
+        }
+        db_rows_free(res);
+    }
+    db_rows_free(months);
+    return set(r, SQL_LOCK_TIMEOUT_RESET) && set(r, SQL_RETENTION_TIMEOUT) && ok;
+}
+
 static bool counts(const struct run *r, const struct config *cfg, const char *dlq, const char *jobs,
                    struct retention_report *out)
 {
     const char *pd[] = {dlq}, *pj[] = {jobs};
-    if (cfg->retention.dlq_s && (out->dlq = one(r, SQL_RETENTION_DLQ_COUNT, 1, pd, 0)) < 0)
+    int64_t ignored = 0;
+    if (cfg->retention.dlq_s &&
+        ((out->dlq = one(r, SQL_RETENTION_DLQ_COUNT, 1, pd, 0)) < 0 ||
+         !drop_months(r, false, dlq, true, &out->dlq_parts, &ignored, NULL)))
         return false;
     if (!cfg->retention.jobs_s) return true;
     struct db_rows *res = exec(r, SQL_RETENTION_JOBS_COUNT, 1, pj);
@@ -58,11 +98,13 @@ static bool counts(const struct run *r, const struct config *cfg, const char *dl
     out->jobs = db_rows_int(res, 0, 0);
     out->items = db_rows_int(res, 0, 1);
     db_rows_free(res);
-    return true;
+    return drop_months(r, true, jobs, true, &out->jobs_parts, &ignored, &ignored);
 }
 
+/* The DLQ's months wholly past retention, then what is left row by row. */
 static bool remove_dlq(const struct run *r, const char *dlq, struct retention_report *out)
 {
+    if (!drop_months(r, false, dlq, false, &out->dlq_parts, &out->dlq, NULL)) return false;
     const char *p[] = {dlq};
     int64_t n, batch = atoll(RETENTION_BATCH);
     do {
@@ -98,8 +140,10 @@ static bool remove_job(const struct run *r, const char *id, int64_t max_seq,
     return true;
 }
 
+/* The months of jobs wholly past retention, then the jobs left one by one. */
 static bool remove_jobs(const struct run *r, const char *jobs, struct retention_report *out)
 {
+    if (!drop_months(r, true, jobs, false, &out->jobs_parts, &out->jobs, &out->items)) return false;
     const char *p[] = {jobs};
     for (;;) {
         if (stopped(r)) return true;
@@ -115,27 +159,20 @@ static bool remove_jobs(const struct run *r, const char *jobs, struct retention_
     }
 }
 
-/* Runs a setting (a timeout) between statements. */
-static bool set(const struct run *r, const char *sql)
+/* The partitions ahead, and the rows of the default partitions in their months. */
+static bool maintain_partitions(const struct run *r, struct retention_report *out)
 {
-    struct db_rows *res = exec(r, sql, 0, NULL);
-    db_rows_free(res);
-    return res != NULL;
-}
-
-/* The partitions ahead, and the rows of the default partition in their months. */
-static bool maintain_journal(const struct run *r, struct retention_report *out)
-{
-    if (one(r, SQL_JOURNAL_AHEAD, 0, NULL, 0) < 0) return false;
-    struct db_rows *months = exec(r, SQL_JOURNAL_DEFAULT_MONTHS, 0, NULL);
+    if (one(r, SQL_PARTITIONS_AHEAD, 0, NULL, 0) < 0) return false;
+    struct db_rows *months = exec(r, SQL_DEFAULT_MONTHS, 0, NULL);
     if (!months) return false;
     bool ok = set(r, SQL_JOURNAL_MOVE_TIMEOUT);
     for (int i = 0; ok && i < db_rows_count(months) && !stopped(r); i++) {
-        const char *p[] = {db_rows_text(months, i, 0)};
-        struct db_rows *res = exec(r, SQL_JOURNAL_SETTLE, 1, p);
+        const char *p[] = {db_rows_text(months, i, 0), db_rows_text(months, i, 1),
+                           db_rows_text(months, i, 2)};
+        struct db_rows *res = exec(r, SQL_PARTITION_SETTLE, 3, p);
         ok = res != NULL;
         db_rows_free(res);
-        out->journal_settled += ok;
+        out->settled += ok;
     }
     db_rows_free(months);
     return set(r, SQL_RETENTION_TIMEOUT) && ok;
@@ -188,7 +225,7 @@ bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
         ok = (keep_journal || expire_journal(&r, journal, true, out)) &&
              counts(&r, cfg, dlq, jobs, out);
     else
-        ok = maintain_journal(&r, out) &&
+        ok = maintain_partitions(&r, out) &&
              (keep_journal || expire_journal(&r, journal, false, out)) &&
              (!cfg->retention.dlq_s || remove_dlq(&r, dlq, out)) &&
              (!cfg->retention.jobs_s || remove_jobs(&r, jobs, out));

@@ -362,15 +362,17 @@ static void apply_retention(struct pg_conn *c)
         log_info("retention: dropped %" PRId64 " journal partitions older than %s (%" PRId64
                  " rows, %" PRId64 " bytes)",
                  r.journal_parts, env->cfg->retention.journal, r.journal_rows, r.journal_bytes);
-    if (r.journal_settled)
-        log_info("retention: the journal rows of %" PRId64
-                 " months moved from the default partition to their own",
-                 r.journal_settled);
+    if (r.settled)
+        log_info("retention: the rows of %" PRId64
+                 " months moved from a default partition to their own",
+                 r.settled);
     if (r.dlq || r.jobs || r.items)
         log_info("retention: removed %" PRId64 " DLQ entries resolved or discarded over %s ago, "
-                 "%" PRId64 " replay jobs ended over %s ago (%" PRId64 " items)",
+                 "%" PRId64 " replay jobs ended over %s ago (%" PRId64 " items); whole month "
+                 "partitions dropped: %" PRId64 " of the DLQ, %" PRId64 " of jobs",
                  r.dlq, env->cfg->retention.dlq ? env->cfg->retention.dlq : "forever", r.jobs,
-                 env->cfg->retention.jobs ? env->cfg->retention.jobs : "forever", r.items);
+                 env->cfg->retention.jobs ? env->cfg->retention.jobs : "forever", r.items,
+                 r.dlq_parts, r.jobs_parts);
     if (!ok) {
         log_warn("%s; retention is tried again in %d minutes", err, RETENTION_RETRY_MS / 60000);
         free(err);

@@ -2,6 +2,8 @@
 #ifndef EVENTSINK_SCHEDULER_SQL_H
 #define EVENTSINK_SCHEDULER_SQL_H
 
+#include "db_sql.h"
+
 #define SQL_DLQ_UNDECIDED                                                                          \
     "SELECT id, reason, attempts, topic, tenant_id, error FROM dead_letter_queue"                  \
     " WHERE status = 'pending' AND NOT retry_decided ORDER BY id LIMIT 500"                        \
@@ -23,13 +25,14 @@
 
 /* $1 job, $2 ids */
 #define SQL_DLQ_DUE_ITEMS                                                                          \
-    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id)"                              \
-    " SELECT $1::bigint, ord, id FROM unnest($2::bigint[]) WITH ORDINALITY AS u(id, ord)"          \
-    " RETURNING dlq_id),"                                                                          \
-    " upd AS (UPDATE dead_letter_queue SET next_attempt_at = NULL"                                 \
-    "  WHERE id IN (SELECT dlq_id FROM ins) RETURNING 1)"                                          \
-    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $1::bigint"             \
-    " RETURNING total"
+    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id, created_at)"                  \
+    " SELECT $1::bigint, ord, id, " JOB_CREATED_AT(                                                \
+        "1") " FROM unnest($2::bigint[]) WITH ORDINALITY AS u(id, ord)"                            \
+             " RETURNING dlq_id),"                                                                 \
+             " upd AS (UPDATE dead_letter_queue SET next_attempt_at = NULL"                        \
+             "  WHERE id IN (SELECT dlq_id FROM ins) RETURNING 1)"                                 \
+             " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $1::bigint"    \
+             " RETURNING total"
 
 #define SQL_SCHEDULE_LAST "SELECT max(tick) FROM schedule_runs WHERE name = $1"
 /* $1 name, $2 tick (unix seconds), $3 note */
@@ -45,13 +48,14 @@
 
 /* DLQ retry items of a schedule: $1 job, $2 reason, $3 topic, $4 tenant, $5 since */
 #define SQL_SCHEDULE_DLQ_ITEMS                                                                     \
-    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id)"                              \
-    " SELECT $1::bigint, row_number() OVER (ORDER BY id), id FROM dead_letter_queue"               \
-    " WHERE status = 'pending' AND ($2::text IS NULL OR reason = $2)"                              \
-    " AND ($3::text IS NULL OR topic = $3) AND ($4::text IS NULL OR tenant_id = $4)"               \
-    " AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz) RETURNING 1)"                 \
-    " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $1::bigint"             \
-    " RETURNING total"
+    "WITH ins AS (INSERT INTO replay_job_items (job_id, seq, dlq_id, created_at)"                  \
+    " SELECT $1::bigint, row_number() OVER (ORDER BY id), id, " JOB_CREATED_AT(                    \
+        "1") " FROM dead_letter_queue"                                                             \
+             " WHERE status = 'pending' AND ($2::text IS NULL OR reason = $2)"                     \
+             " AND ($3::text IS NULL OR topic = $3) AND ($4::text IS NULL OR tenant_id = $4)"      \
+             " AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz) RETURNING 1)"        \
+             " UPDATE replay_jobs SET total = (SELECT count(*) FROM ins) WHERE id = $1::bigint"    \
+             " RETURNING total"
 
 /* A synchronous replay (POST /replay/{id}, POST /dlq/{id}/retry) whose instance stopped
  * before it answered stays "running": closed here after 10 minutes, as failed. */

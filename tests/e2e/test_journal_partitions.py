@@ -154,6 +154,19 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat()
 
 
+def _note_drops(db: str) -> None:
+    """An sql_drop event trigger notes every table dropped, and by which command, in the
+    table test_dropped (tag, name)."""
+    query(db, """
+        CREATE TABLE test_dropped (tag text, name text);
+        CREATE FUNCTION test_note_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO test_dropped SELECT tg_tag, object_name
+              FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND original;
+        END $$;
+        CREATE EVENT TRIGGER test_note_drop ON sql_drop EXECUTE FUNCTION test_note_drop()""")
+
+
 def _assert_no_stray_tables(db: str) -> None:
     """Every table named event_journal_p% is a partition of the journal."""
     attached = set(_partitions(db))
@@ -242,14 +255,7 @@ def test_retention_drops_whole_partitions(pg, kafka, db, topic, sink, sink_facto
     # which command), and the server log gets every statement of the new sessions, also
     # the ones run inside functions (auto_explain, nested statements: a DROP shows as the
     # context of the trigger's statement)
-    query(db, """
-        CREATE TABLE test_dropped (tag text, name text);
-        CREATE FUNCTION test_note_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO test_dropped SELECT tg_tag, object_name
-              FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND original;
-        END $$;
-        CREATE EVENT TRIGGER test_note_drop ON sql_drop EXECUTE FUNCTION test_note_drop()""")
+    _note_drops(db)
     name = _dbname(db)
     for setting in ("log_statement = 'all'", "session_preload_libraries = 'auto_explain'",
                     "auto_explain.log_min_duration = 0",

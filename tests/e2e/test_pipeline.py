@@ -453,7 +453,9 @@ def test_two_groups_writing_the_same_records_at_once_store_each_once(kafka, db, 
     services of different consumer groups read the same records at the same time, as a
     consumer that lost its partition and the one that got it do, and race on every batch.
     The sink's stored position (sink_offsets), locked by each batch, is the fence: each
-    record is journaled once (docs/GUARANTEES.md section 2)."""
+    record is journaled once, and each record that goes to the DLQ (partitioned by month,
+    so its Kafka position is no unique index either) is dead-lettered once
+    (docs/GUARANTEES.md section 2)."""
     from apihelpers import metric, scrape, wait_caught_up
     groups = [f"{sink.group_id}-a", f"{sink.group_id}-b"]
     a, b = (sink(topics=[topic], dsn=db, group_id=g) for g in groups)
@@ -462,13 +464,18 @@ def test_two_groups_writing_the_same_records_at_once_store_each_once(kafka, db, 
     # both read each record as it arrives
     produced = []
     for k in range(6):
-        produced += kafka.produce(topic, event_records(event_stream(1000, seed=61 + k,
-                                                                    start=len(produced))))
+        records = event_records(event_stream(1000, seed=61 + k, start=len(produced)))
+        for i in range(k, len(records), 9):  # every ninth is not JSON: the DLQ's
+            records[i] = (records[i][0], b'{"broken": ' + str(i).encode(), None, None)
+        produced += kafka.produce(topic, records)
     for g in groups:
         wait_caught_up(kafka, g, [topic], timeout=300, sinks=[a, b])
     assert_exactly_once(db, topic, produced)
+    poison = len([i for k in range(6) for i in range(k, 1000, 9)])
+    assert scalar(db, "SELECT count(*) FROM dead_letter_queue WHERE topic = %s",
+                  (topic,)) == poison
     # every row was reported persisted once, by one of the two
-    assert a.persisted_count() + b.persisted_count() == len(produced)
+    assert a.persisted_count() + b.persisted_count() == len(produced) - poison
     ends = {r[0]: r[1] for r in query(db, "SELECT kafka_partition, max(kafka_offset) + 1"
                                           " FROM event_journal WHERE topic = %s GROUP BY 1",
                                       (topic,))}

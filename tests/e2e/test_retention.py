@@ -37,16 +37,19 @@ def _fill(db: str) -> dict:
                                                 "dlq_stay"),
             ("discarded", "now()", "dlq_stay")]):  # created 40 days ago, discarded just now
         ids[fate].append(dlq(status, decided, n))
-    # the newest stored record of its partition stays: the consumer checks it on assignment
-    ids["dlq_stay"].append(dlq("resolved", OLD, 0, partition=1))
+    # the newest stored record of its partition goes too: the consumer's check on assignment
+    # finds it in sink_offsets (test_journal_partitions.py)
+    ids["dlq_go"].append(dlq("resolved", OLD, 0, partition=1))
 
     def job(status, finished, items):
         j = scalar(db, "INSERT INTO replay_jobs (kind, replay_source, requested_by, params,"
                        f" status, total, created_at, finished_at) VALUES ('batch', 'operator_api',"
                        f" 'ops', '{{}}', %s, %s, {ANCIENT}, {finished}) RETURNING id",
                    (status, items))
-        query(db, "INSERT INTO replay_job_items (job_id, seq, status) SELECT %s, g, 'sent'"
-                  " FROM generate_series(1, %s) g", (j, items))
+        # an item is in the month partition of its job: it carries the job's created_at
+        query(db, "INSERT INTO replay_job_items (job_id, seq, status, created_at)"
+                  " SELECT j.id, g, 'sent', j.created_at FROM replay_jobs j,"
+                  " generate_series(1, %s) g WHERE j.id = %s", (items, j))
         return j
     ids["job_go"] += [job("done", ANCIENT, 25000), job("cancelled", ANCIENT, 3),
                       job("failed", ANCIENT, 1)]
@@ -71,7 +74,7 @@ def test_retention_command_dry_run_and_the_lock(db, topic, sink_factory_offline)
 
     r = run_cli("retention", "-c", str(conf), "--dry-run")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"dlq:\s+2 resolved or discarded entries older than 30d would go", r.stdout)
+    assert re.search(r"dlq:\s+3 resolved or discarded entries older than 30d would go", r.stdout)
     assert re.search(r"replay jobs: 3 ended longer ago than 90d, with 25004 items, would go",
                      r.stdout), r.stdout
     assert "kept forever" in r.stdout and "nothing was removed" in r.stdout
@@ -99,7 +102,7 @@ def test_retention_command_dry_run_and_the_lock(db, topic, sink_factory_offline)
 
     r = run_cli("retention", "-c", str(conf))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"dlq:\s+2 .* removed", r.stdout) and "25004 items, removed" in r.stdout
+    assert re.search(r"dlq:\s+3 .* removed", r.stdout) and "25004 items, removed" in r.stdout
     dlq, jobs, items = _state(db)
     assert dlq == sorted(ids["dlq_stay"]) and jobs == sorted(ids["job_stay"]), (dlq, jobs)
     assert items == 6
@@ -121,12 +124,12 @@ def test_the_service_applies_retention_by_itself(db, topic, sink, sink_factory_o
     assert run_cli("migrate", "-c", str(conf)).returncode == 0
     ids = _fill(db)
     s = sink(topics=[topic], dsn=db)  # the defaults: dlq 30d, jobs 90d
-    s.wait_log(r"retention: removed 2 DLQ entries resolved or discarded over 30d ago, 3 replay"
+    s.wait_log(r"retention: removed 3 DLQ entries resolved or discarded over 30d ago, 3 replay"
                r" jobs ended over 90d ago \(25004 items\)", timeout=60)
     dlq, jobs, _ = _state(db)
     assert dlq == sorted(ids["dlq_stay"]) and jobs == sorted(ids["job_stay"])
     samples = scrape(s)
-    assert metric(samples, "eventsink_retention_removed_total", table="dead_letter_queue") == 2
+    assert metric(samples, "eventsink_retention_removed_total", table="dead_letter_queue") == 3
     assert metric(samples, "eventsink_retention_removed_total", table="replay_job_items") == 25004
 
 
