@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
+#include "db_watchdog.h"
 #include "replay_auth.h"
 
 #define DLQ_NCOLS 14 /* the parameters of SQL_DLQ_INSERT */
@@ -149,7 +150,9 @@ int db_position_holds(struct db *db, const struct record *r)
     struct buf key = {0};
     if (r->key) record_text(&key, r->key, r->key_len);
     const char *params[] = {r->topic, part, off, r->key ? (key.data ? key.data : "") : NULL, ts};
+    db_watchdog_begin(db->conn, DB_WATCHDOG_BOUND_MS);
     PGresult *res = PQexecParams(db->conn, SQL_POSITION_HOLDS, 5, NULL, params, NULL, NULL, 0);
+    db_watchdog_end();
     int rc = PQresultStatus(res) == PGRES_TUPLES_OK ? PQgetvalue(res, 0, 0)[0] == 't' : -1;
     PQclear(res);
     buf_free(&key);
@@ -158,7 +161,9 @@ int db_position_holds(struct db *db, const struct record *r)
 
 bool db_load_replay_keys(struct db *db, char **err)
 {
+    db_watchdog_begin(db->conn, DB_WATCHDOG_BOUND_MS);
     PGresult *res = PQexec(db->conn, SQL_REPLAY_KEYS);
+    db_watchdog_end();
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         *err = pg_error(db->conn, res, "reading replay_keys");
         PQclear(res);
@@ -192,9 +197,16 @@ bool db_load_replay_keys(struct db *db, char **err)
     return true;
 }
 
+/* SELECT 1 answers at once from a server that runs: 10 s without an answer is a frozen
+ * server (or a network holding its packets), not a slow one */
+#define PING_BOUND_MS 10000
+
 bool db_ping(struct db *db)
 {
-    return exec_ok(db, "SELECT 1", NULL) && db_alive(db);
+    db_watchdog_begin(db_alive(db) ? db->conn : NULL, PING_BOUND_MS);
+    bool ok = exec_ok(db, "SELECT 1", NULL);
+    db_watchdog_end();
+    return ok && db_alive(db);
 }
 
 PGconn *db_conn(struct db *db)
@@ -204,6 +216,7 @@ PGconn *db_conn(struct db *db)
 
 static bool exec_ok(struct db *db, const char *sql, char **err)
 {
+    db_watchdog_progress();
     PGresult *res = PQexec(db->conn, sql);
     ExecStatusType st = PQresultStatus(res);
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
@@ -417,6 +430,7 @@ static PGresult *exec_cols(struct db *db, const char *stmt, int ncols)
     const char *params[15];
     for (int c = 0; c < ncols; c++)
         params[c] = pgarray_text(&db->cols[c]);
+    db_watchdog_progress();
     return PQexecPrepared(db->conn, stmt, ncols, params, NULL, NULL, 0);
 }
 
@@ -802,15 +816,24 @@ enum db_result db_write_batch(struct db *db, struct batch_item *items, size_t n,
                               db_dlq_fn on_dlq, void *opaque, char **err)
 {
     bool twice = false;
+    db_watchdog_begin(db_alive(db) ? db->conn : NULL, DB_WATCHDOG_BOUND_MS);
     enum db_result rc = write_batch(db, items, n, policy_version, false, &twice, stats,
                                     on_persisted, on_dlq, opaque, err);
-    if (!twice) return rc;
-    metrics_write_conflict();
-    log_warn("%s", *err);
-    free(*err);
-    *err = NULL;
-    twice = false;
-    rc = write_batch(db, items, n, policy_version, true, &twice, stats, on_persisted, on_dlq,
-                     opaque, err);
-    return twice ? DB_CONFLICT : rc; /* a third writer at once: the pipeline writes it again */
+    if (twice) {
+        metrics_write_conflict();
+        log_warn("%s", *err);
+        free(*err);
+        *err = NULL;
+        twice = false;
+        rc = write_batch(db, items, n, policy_version, true, &twice, stats, on_persisted, on_dlq,
+                         opaque, err);
+        if (twice) rc = DB_CONFLICT; /* a third writer at once: the pipeline writes it again */
+    }
+    if (db_watchdog_end() && rc != DB_OK) {
+        free(*err);
+        *err = xstrdup("PostgreSQL did not answer within its statement_timeout and a margin "
+                       "(frozen, or its packets held); the connection was cut");
+        rc = DB_RETRY;
+    }
+    return rc;
 }

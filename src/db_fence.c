@@ -7,6 +7,7 @@
 
 #include "buf.h"
 #include "fence_sql.h"
+#include "db_watchdog.h"
 
 struct fence_part {
     const char *topic;
@@ -85,6 +86,7 @@ static PGresult *exec(struct fence *f, PGconn *conn, const char *sql, int nparam
     const char *params[5];
     for (int c = 0; c < nparams; c++)
         params[c] = pgarray_text(&f->cols[c]);
+    db_watchdog_progress();
     return PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 }
 

@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include "log.h"
+#include "db_watchdog.h"
 
 /* struct db_rows is a PGresult under another name: no allocation of our own per query */
 static PGresult *res(const struct db_rows *r)
@@ -37,7 +38,9 @@ static void describe(PGconn *c, PGresult *r, struct db_error *e)
 struct db_rows *db_rows_exec(struct pg_conn *c, const char *sql, int n, const char *const *params,
                              struct db_error *e)
 {
+    db_watchdog_begin(c, 0);
     PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    db_watchdog_end();
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         if (e) *e = (struct db_error){.kind = DB_ERR_NONE};

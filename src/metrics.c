@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "db_watchdog.h"
 #include "policy_runner.h"
 #include "status.h"
 
@@ -423,6 +424,11 @@ void metrics_render(struct buf *o, const struct metrics_db_gauges *g)
            "(deadlock, lock timeout), or rolled back because another writer journaled records "
            "of the batch meanwhile (the sink_offsets fence), and written again.");
     buf_printf(o, "eventsink_write_conflicts_total %lu\n", atomic_load(&write_conflicts));
+    header(o, "eventsink_pg_connections_cut_total", "counter",
+           "PostgreSQL connections cut because a call got no answer past the server's "
+           "statement_timeout and a margin (a frozen server, a network holding its packets); "
+           "the work was done again on a new connection.");
+    buf_printf(o, "eventsink_pg_connections_cut_total %lu\n", db_watchdog_cut_total());
     header(o, "eventsink_retention_removed_total", "counter",
            "Rows removed by retention (retention.dlq, retention.jobs, retention.journal: "
            "whole partitions), by table.");

@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "db_rows.h"
 #include "metrics.h"
+#include "db_watchdog.h"
 #include "retention_sql.h"
 
 struct run {
@@ -203,14 +204,11 @@ static bool expire_journal(const struct run *r, const char *secs, bool dry_run,
     return set(r, SQL_LOCK_TIMEOUT_RESET) && set(r, SQL_RETENTION_TIMEOUT) && ok;
 }
 
-bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
-                     const atomic_bool *stop, void (*progress)(void), struct retention_report *out,
-                     char **err)
+/* Retention under its lock: the journal, the DLQ, the jobs. */
+static bool apply(const struct run *r, const struct config *cfg, bool dry_run,
+                  struct retention_report *out)
 {
-    memset(out, 0, sizeof *out);
-    *err = NULL;
-    struct run r = {c, stop, progress, err};
-    struct db_rows *l = exec(&r, SQL_RETENTION_LOCK, 0, NULL);
+    struct db_rows *l = exec(r, SQL_RETENTION_LOCK, 0, NULL);
     if (!l) return false;
     out->skipped = db_rows_text(l, 0, 0)[0] != 't';
     db_rows_free(l);
@@ -219,17 +217,31 @@ bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
     snprintf(journal, sizeof journal, "%" PRId64, cfg->retention.journal_s);
     snprintf(dlq, sizeof dlq, "%" PRId64, cfg->retention.dlq_s);
     snprintf(jobs, sizeof jobs, "%" PRId64, cfg->retention.jobs_s);
-    db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT, 0, NULL, NULL));
+    db_rows_free(db_rows_exec(r->c, SQL_RETENTION_TIMEOUT, 0, NULL, NULL));
     bool keep_journal = !cfg->retention.journal_s, ok;
     if (dry_run)
-        ok = (keep_journal || expire_journal(&r, journal, true, out)) &&
-             counts(&r, cfg, dlq, jobs, out);
+        ok = (keep_journal || expire_journal(r, journal, true, out)) &&
+             counts(r, cfg, dlq, jobs, out);
     else
-        ok = maintain_partitions(&r, out) &&
-             (keep_journal || expire_journal(&r, journal, false, out)) &&
-             (!cfg->retention.dlq_s || remove_dlq(&r, dlq, out)) &&
-             (!cfg->retention.jobs_s || remove_jobs(&r, jobs, out));
-    db_rows_free(db_rows_exec(c, SQL_RETENTION_TIMEOUT_RESET, 0, NULL, NULL));
-    db_rows_free(db_rows_exec(c, SQL_RETENTION_UNLOCK, 0, NULL, NULL));
+        ok = maintain_partitions(r, out) &&
+             (keep_journal || expire_journal(r, journal, false, out)) &&
+             (!cfg->retention.dlq_s || remove_dlq(r, dlq, out)) &&
+             (!cfg->retention.jobs_s || remove_jobs(r, jobs, out));
+    db_rows_free(db_rows_exec(r->c, SQL_RETENTION_TIMEOUT_RESET, 0, NULL, NULL));
+    db_rows_free(db_rows_exec(r->c, SQL_RETENTION_UNLOCK, 0, NULL, NULL));
+    return ok;
+}
+
+bool retention_apply(struct pg_conn *c, const struct config *cfg, bool dry_run,
+                     const atomic_bool *stop, void (*progress)(void), struct retention_report *out,
+                     char **err)
+{
+    memset(out, 0, sizeof *out);
+    *err = NULL;
+    struct run r = {c, stop, progress, err};
+    /* its statements may run up to 10 minutes (SQL_JOURNAL_MOVE_TIMEOUT) */
+    int bound = db_watchdog_thread_bound(11 * 60 * 1000);
+    bool ok = apply(&r, cfg, dry_run, out);
+    db_watchdog_thread_bound(bound);
     return ok;
 }

@@ -241,8 +241,24 @@ class PgServer:
         unregister_cleanup(self._cleanup)
 
     def _cleanup(self) -> None:
+        self.thaw()
         subprocess.run(["bash", str(PG_SH), "stop", str(self.dir), "immediate"],
                        capture_output=True, timeout=120)
+
+    def freeze(self) -> None:
+        """Stops every process of the server (SIGSTOP), as in a VM pause: connections stay
+        open, nothing answers, a new connection is accepted by the kernel and then waits."""
+        postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)],
+                                                   capture_output=True, text=True).stdout.split()]
+        self._frozen = [postmaster] + children
+        for p in self._frozen:
+            _kill_pid(p, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for p in getattr(self, "_frozen", []):
+            _kill_pid(p, signal.SIGCONT)
+        self._frozen = []
 
     def server_log_tail(self, n: int = 30) -> str:
         p = self.dir / "server.log"

@@ -354,22 +354,12 @@ def test_health_names_postgresql_not_kafka_when_only_postgresql_is_down(kafka, p
 
 @contextlib.contextmanager
 def postgres_frozen(pg):
-    """Every PostgreSQL process stopped (SIGSTOP), as in a VM pause: connections stay
-    open, nothing answers, a new connection is accepted by the kernel and then waits."""
-    import os
-    import signal
-    postmaster = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
-    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)],
-                                               capture_output=True, text=True).stdout.split()]
-    pids = [postmaster] + children
-    for p in pids:
-        os.kill(p, signal.SIGSTOP)
+    """Every PostgreSQL process stopped (SIGSTOP), as in a VM pause (PgServer.freeze)."""
+    pg.freeze()
     try:
         yield
     finally:
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGCONT)
+        pg.thaw()
 
 
 def test_sigterm_within_10s_with_postgresql_frozen(kafka, pg, db, topic, sink):
