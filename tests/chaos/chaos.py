@@ -67,7 +67,11 @@ from harness import KafkaBroker, PgServer, SinkFactory, SinkProcess, make_event 
 
 REPO = harness.REPO
 FAULT_KINDS = ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
-               "sighup_broken", "second_instance", "replay_kill", "offset_rewind")
+               "sighup_broken", "second_instance", "replay_kill", "offset_rewind", "pg_freeze",
+               "kafka_freeze")
+# a freeze past the service's bound on a PostgreSQL call (src/db_watchdog.h: 75 s), drawn
+# now and then in a long run; the bounded run's freezes are shorter (3-20 s)
+LONG_FREEZE_S = (80, 90)
 SIGTERM_LIMIT_S = 10.0  # CONTRACT section 1
 DRIVER_SOURCE = "chaos_driver"  # the replay_source of the driver's replay-marked events
 TICK = 0.05
@@ -489,6 +493,29 @@ class Chaos:
             self.kafka.start()
         if not self.main.alive():
             self.ensure_main("while Kafka was down")
+
+    def _freeze(self, server, what: str) -> None:
+        """A server stopped with SIGSTOP, as in a GC or VM pause: connections hang instead
+        of failing, new ones are accepted by the kernel and wait. Mostly for 3-20 s; in a
+        long run one freeze in four goes past the service's bounds (its PostgreSQL calls
+        are cut, librdkafka's requests time out)."""
+        long = self.seconds >= 300 and self.rng.random() < 0.25
+        secs = self.rng.uniform(*LONG_FREEZE_S) if long else self.rng.uniform(3, 20)
+        self.notes.append(f"{what} frozen {secs:.0f} s")
+        server.freeze()
+        try:
+            end = time.monotonic() + secs
+            while time.monotonic() < end and self.main.alive():
+                time.sleep(0.5)
+        finally:
+            server.thaw()
+        self.ensure_main(f"while {what} was frozen")
+
+    def fault_pg_freeze(self) -> None:
+        self._freeze(self.pg, "PostgreSQL")
+
+    def fault_kafka_freeze(self) -> None:
+        self._freeze(self.kafka, "the broker")
 
     def _reload(self, broken: bool) -> None:
         before = self.health()
