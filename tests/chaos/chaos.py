@@ -17,7 +17,9 @@ with a good policy file, then with a broken one; a second instance joining the c
 group and leaving it; replay jobs (POST /replay/range with confirm and a rate, and POST
 /replay/batch) started and the service killed while they run; the group's committed offsets
 moved back while the service is stopped (an operator's reset: every record since is read
-again, below the sink's stored position, sink_offsets). A sampler reads the RSS and
+again, below the sink's stored position, sink_offsets); PostgreSQL or the broker frozen
+with SIGSTOP (pg_freeze, kafka_freeze); PostgreSQL's disk filled up (pg_disk_full: its data
+folder is on a tmpfs the run mounts, so it runs as root). A sampler reads the RSS and
 the open file descriptors of every eventsink process once a second.
 
 At the end it restores everything, waits until the consumer group has caught up and every
@@ -68,7 +70,8 @@ from harness import KafkaBroker, PgServer, SinkFactory, SinkProcess, make_event 
 REPO = harness.REPO
 FAULT_KINDS = ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
                "sighup_broken", "second_instance", "replay_kill", "offset_rewind", "pg_freeze",
-               "kafka_freeze")
+               "kafka_freeze", "pg_disk_full")
+PG_DISK_MB = 3072  # the tmpfs PostgreSQL's data folder is on, filled by pg_disk_full
 # a freeze past the service's bound on a PostgreSQL call (src/db_watchdog.h: 75 s), drawn
 # now and then in a long run; the bounded run's freezes are shorter (3-20 s)
 LONG_FREEZE_S = (80, 90)
@@ -368,6 +371,7 @@ class Chaos:
         log(f"chaos: starting PostgreSQL and Kafka under {self.root}")
         PgServer.clean_stale(self.root / "pg")
         KafkaBroker.clean_stale(self.root / "kafka")
+        harness.mount_small_disk(self.root / "pg", PG_DISK_MB)  # for pg_disk_full
         self.pg = PgServer(self.root / "pg")
         self.pg.start()
         self.kafka = KafkaBroker(self.root / "kafka")
@@ -510,6 +514,25 @@ class Chaos:
         finally:
             server.thaw()
         self.ensure_main(f"while {what} was frozen")
+
+    def fault_pg_disk_full(self) -> None:
+        """PostgreSQL's disk filled up for 3-10 s, then room again: a full disk is an
+        outage (53100, a crash on a WAL write), never a reason to dead-letter. A server
+        that could not recover on the full disk is started again, as its supervisor
+        would."""
+        filler = harness.fill_disk(self.pg.dir)
+        try:
+            time.sleep(self.rng.uniform(3, 10))
+        finally:
+            filler.unlink()
+        deadline = time.monotonic() + harness.scaled(60)
+        while not harness.pg_answers(self.pg) and time.monotonic() < deadline:
+            time.sleep(1)
+        if not harness.pg_answers(self.pg):
+            self.notes.append("PostgreSQL did not come back by itself after the full disk")
+            self.pg.stop("immediate")
+            self.pg.start()
+        self.ensure_main("while PostgreSQL's disk was full")
 
     def fault_pg_freeze(self) -> None:
         self._freeze(self.pg, "PostgreSQL")

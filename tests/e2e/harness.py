@@ -214,6 +214,46 @@ def session_lock(timeout: float = 1800) -> None:
 # PostgreSQL
 # --------------------------------------------------------------------------------------
 
+def mount_small_disk(folder: Path, mb: int) -> None:
+    """A tmpfs of mb MiB mounted at folder (root only: the CI machine runs as root), for a
+    server whose disk a test fills up."""
+    if os.geteuid() != 0:
+        raise RuntimeError("mounting a small disk needs root (the CI machine runs as root)")
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m,mode=0755", "tmpfs", str(folder)],
+                   check=True)
+    register_cleanup(lambda: unmount_small_disk(folder))
+
+
+def unmount_small_disk(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Writes a file into folder until its disk is full; returns the file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        block = b"\0" * (1 << 20)
+        try:
+            while True:
+                f.write(block)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def pg_answers(server: "PgServer") -> bool:
+    """Whether the server answers a query now (not down, starting or out of disk)."""
+    try:
+        with server.connect(connect_timeout=3) as c:
+            c.execute("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 class PgServer:
     """A private PostgreSQL server run through scripts/pg.sh."""
 

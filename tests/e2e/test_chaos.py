@@ -38,6 +38,6 @@ def test_bounded_chaos_run_loses_and_duplicates_nothing():
     assert re.search(r"lost 0, duplicated 0$", summary), summary
     for kind in ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
                  "sighup_broken", "second_instance", "replay_kill", "offset_rewind",
-                 "pg_freeze", "kafka_freeze"):
+                 "pg_freeze", "kafka_freeze", "pg_disk_full"):
         m = re.search(rf"\b{kind} (\d+)", summary)
         assert m and int(m.group(1)) >= 1, f"no {kind} fault in: {summary}"

@@ -9,12 +9,13 @@ the service recovers by itself when the server continues; nothing is lost or sto
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import harness
 from apihelpers import api_for, assert_stored_exactly_once, metric, scrape
-from harness import event_records, event_stream, wait_rows
+from harness import PgServer, event_records, event_stream, scalar, wait_rows
 from test_liveness import postgres_frozen
 
 JOURNAL_COUNT = "SELECT count(*) FROM event_journal"
@@ -130,3 +131,66 @@ def test_kafka_broker_frozen_longer_than_its_timeouts(kafka, db, topic, sink):
     harness.wait_for(lambda: _health(api)["kafka"] == "up", harness.scaled(60),
                      what="/health: kafka up")
     assert s.alive()
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL out of disk
+# --------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _server_on_small_disk(mb: int):
+    """A PostgreSQL server of its own whose data folder is on a tmpfs of `mb` MiB, stopped
+    and unmounted at the end."""
+    mnt = harness.TEST_ROOT / "pg-small-disk"
+    PgServer.clean_stale(mnt)
+    harness.mount_small_disk(mnt, mb)
+    server = PgServer(mnt)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop("immediate")
+        harness.unmount_small_disk(mnt)
+
+
+def test_postgresql_out_of_disk_pauses_and_resumes_without_dead_lettering(kafka, topic, sink):
+    """PostgreSQL's disk fills up while events flow: 53100 (disk full) and the server's
+    crash on a WAL write it cannot make are outages, not bad rows. The service holds its
+    batch (offsets not committed), says so (/health postgres down, the log, the metric)
+    and resumes by itself once there is room again; no good event is dead-lettered."""
+    with _server_on_small_disk(320) as server:
+        db = server.new_database("disk")
+        s = sink(topics=[topic], dsn=db, allow_errors=[r"PostgreSQL", r"space", r"server",
+                                                       r"connection", r"disk"])
+        api = api_for(s)
+        produced = kafka.produce(topic, _records(1000, seed=96, start=0))
+        wait_rows(db, STORED, 1000, timeout=120, sinks=[s])
+
+        filler = harness.fill_disk(server.dir)
+        stream = _Stream(kafka, topic, start=1000)
+        s.wait_log(r"PostgreSQL unavailable \(.*(No space left on device|could not extend|"
+                   r"could not write|terminat|server closed)", timeout=120)
+        harness.wait_for(lambda: _health(api)["postgres"] == "down", harness.scaled(60),
+                         what="/health: postgres down while the disk is full")
+        assert metric(scrape(s), "eventsink_postgres_up") == 0
+        time.sleep(10)  # full for a while: the batch stays held, nothing is dead-lettered
+        assert s.alive()
+        filler.unlink()
+        # room again: a server that crashed on the full disk and could not recover is
+        # started again, as its supervisor would
+        deadline = time.monotonic() + harness.scaled(60)
+        while not harness.pg_answers(server) and time.monotonic() < deadline:
+            time.sleep(1)
+        if not harness.pg_answers(server):
+            server.stop("immediate")
+            server.start()
+        produced += stream.stop()
+        wait_rows(db, STORED, len(produced), timeout=300, sinks=[s])
+        assert_stored_exactly_once(db, topic, produced)
+        rejected = scalar(db, "SELECT count(*) FROM dead_letter_queue"
+                              " WHERE reason <> 'invalid_json'")
+        assert rejected == 0, "a good event was dead-lettered because of the full disk"
+        harness.wait_for(lambda: _health(api)["postgres"] == "up", harness.scaled(60),
+                         what="/health: postgres up")
+        assert s.alive()
+        assert s.terminate() == 0
