@@ -266,11 +266,17 @@ BEGIN
     IF lo IS NULL OR sfx IS NULL THEN
         RAISE EXCEPTION 'eventsink: % is no month partition of replay_jobs', part;
     END IF;
-    -- their months of items and copies, with what of them waits in a default partition
-    PERFORM eventsink_month_partition('replay_job_items', 'created_at', lo);
-    PERFORM eventsink_month_partition('journal_replay_copies', 'job_created_at', lo);
     -- the items and copies of a month's jobs only come with the jobs: counted unlocked
-    EXECUTE format('SELECT count(*) FROM %I', 'replay_job_items' || sfx) INTO items;
+    IF dry THEN
+        -- a dry run makes nothing: the month's items, wherever they wait
+        SELECT count(*) INTO items FROM replay_job_items i
+         WHERE i.created_at >= lo AND i.created_at < lo + interval '1 month';
+    ELSE
+        -- their months of items and copies, with what of them waits in a default partition
+        PERFORM eventsink_month_partition('replay_job_items', 'created_at', lo);
+        PERFORM eventsink_month_partition('journal_replay_copies', 'job_created_at', lo);
+        EXECUTE format('SELECT count(*) FROM %I', 'replay_job_items' || sfx) INTO items;
+    END IF;
     IF NOT dry THEN
         -- the parents' locks in the order of every writer (the consumer claims a copy, then
         -- writes an item; a worker writes items, then its job): copies, items, jobs

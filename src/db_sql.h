@@ -45,6 +45,12 @@
 /* the creation time of job $p: a job's items are in the month partition of their job
  * (sql/012_dlq_jobs_partitions.sql) */
 #define JOB_CREATED_AT(p) "(SELECT created_at FROM replay_jobs WHERE id = $" p "::bigint)"
+/* "the row of table `t` (the DLQ) at r's position is r itself": the same key and Kafka
+ * timestamp (a row without a timestamp, written before migration 006, counts as the same) */
+#define SAME_DLQ_RECORD(t)                                                                         \
+    " " t ".event_key IS NOT DISTINCT FROM r.event_key AND (" t ".kafka_timestamp IS NULL"         \
+    " OR r.kafka_ts_ms IS NULL OR " t ".kafka_timestamp ="                                         \
+    " 'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond')"
 /* "a row of table `t` at r's Kafka position" */
 #define AT_POSITION(t)                                                                             \
     " " t ".topic = r.topic AND " t ".kafka_partition = r.kafka_partition"                         \
@@ -56,7 +62,8 @@
  * not get). The journal has no unique index on the Kafka position (it is partitioned by
  * time): a record that may be stored already ($15 maybe_stored: below the sink's position
  * in its partition, db_fence.h) is looked up (`held`). A redelivered record (the same key,
- * payload and timestamp at its position) is skipped; one whose position is taken by a
+ * payload and timestamp at its position; or the same key and timestamp in the DLQ, a record
+ * dead-lettered before a policy change) is skipped; one whose position is taken by a
  * different record (the offsets were reused) is journaled at the position's next
  * generation (`reused` true). A record twice in the batch counts once. One copy of a job's
  * replay of an event is journaled: the first claims (job, event) in journal_replay_copies;
@@ -83,12 +90,15 @@
     "  r0.replayed_from_event_id, r0.replayed_from_dlq_id ORDER BY r0.ord) AS copy_rank" \
     " FROM r0 WHERE r0.pos_rank = 1" \
     "), held AS (" \
-    " SELECT r.ord, bool_or(j.event_key IS NOT DISTINCT FROM r.event_key" \
+    " SELECT h.ord, bool_or(h.same) AS same, max(h.gen) AS gen FROM (" \
+    "  SELECT r.ord, j.event_key IS NOT DISTINCT FROM r.event_key" \
     "   AND j.payload = r.payload::jsonb" \
     "   AND (j.kafka_timestamp IS NULL OR r.kafka_ts_ms IS NULL OR j.kafka_timestamp =" \
-    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond')) AS same," \
-    "  max(j.kafka_generation) AS gen" \
-    " FROM r JOIN event_journal j ON" AT_POSITION("j") " WHERE r.maybe_stored GROUP BY r.ord" \
+    "    'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond') AS same," \
+    "   j.kafka_generation AS gen" \
+    "  FROM r JOIN event_journal j ON" AT_POSITION("j") " WHERE r.maybe_stored" \
+    "  UNION ALL SELECT r.ord, true, NULL FROM r JOIN dead_letter_queue d ON" AT_POSITION("d") \
+    "  WHERE r.maybe_stored AND" SAME_DLQ_RECORD("d") ") h GROUP BY h.ord" \
     "), claim AS (" \
     " INSERT INTO journal_replay_copies (replay_job_id, replayed_from_event_id," \
     "  replayed_from_dlq_id, job_created_at)" \
@@ -110,13 +120,15 @@
     " ORDER BY r.ord" JOURNAL_RETURNING \
     "), dup AS (" \
     " INSERT INTO dead_letter_queue (topic, kafka_partition, kafka_offset, event_key," \
-    "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id, decided_at)" \
+    "  headers, raw_payload, reason, error, tenant_id, status, resolved_event_id, decided_at," \
+    "  kafka_timestamp)" \
     " SELECT r.topic, r.kafka_partition, r.kafka_offset, r.event_key, r.headers::jsonb," \
     "  convert_to(r.payload, 'UTF8'), 'duplicate_replay'," \
     "  'a second copy of replay job ' || r.replay_job_id || ' of '" \
     "  || coalesce('event ' || r.replayed_from_event_id, 'DLQ entry ' || r.replayed_from_dlq_id, '?')" \
     "  || '; journal row ' || coalesce(f.id::text, '?') || ' holds the first'," \
-    "  r.tenant_id, 'resolved', f.id, now()" \
+    "  r.tenant_id, 'resolved', f.id, now()," \
+    "  'epoch'::timestamptz + r.kafka_ts_ms * interval '1 millisecond'" \
     " FROM r LEFT JOIN LATERAL (SELECT j.id FROM event_journal j" \
     "  WHERE j.replay_job_id = r.replay_job_id" \
     "  AND (j.replayed_from_event_id = r.replayed_from_event_id" \
@@ -205,11 +217,14 @@
     "  d.last_retry_offset) IS DISTINCT FROM (r.topic, r.kafka_partition, r.kafka_offset)" \
     " RETURNING d.id, d.reason, d.tenant_id, d.error, r.replay_job_id" \
     ")" JOB_ITEM_OUTCOME("retried", "failed_again") \
-    ", fresh AS (" \
+    ", fresh0 AS (" \
     " SELECT DISTINCT ON (r.topic, r.kafka_partition, r.kafka_offset) * FROM r" \
     " WHERE r.retry_of IS NULL" \
     "  OR NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE d.id = r.retry_of)" \
     " ORDER BY r.topic, r.kafka_partition, r.kafka_offset, r.ord" \
+    "), fresh AS (" \
+    " SELECT * FROM fresh0 r WHERE NOT EXISTS (SELECT 1 FROM event_journal j WHERE" \
+    AT_POSITION("j") " AND" SAME_DLQ_RECORD("j") ")" \
     "), ins AS (" \
     " INSERT INTO dead_letter_queue" DLQ_COLS " SELECT" DLQ_VALS ", 0 FROM fresh r" \
     " WHERE NOT EXISTS (SELECT 1 FROM dead_letter_queue d WHERE" AT_POSITION("d") ")" \

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "deadline.h"
 #include "log.h"
@@ -72,7 +73,9 @@ static void start(void)
 void db_watchdog_begin(PGconn *c, int bound_ms)
 {
     if (depth++ > 0) return;
-    int sock = c ? PQsocket(c) : -1;
+    /* a socket of our own onto the connection: shutdown() through it reaches the
+     * connection's, and never another one that took the number after libpq closed its */
+    int sock = c && PQsocket(c) >= 0 ? dup(PQsocket(c)) : -1;
     if (sock < 0) return;
     pthread_once(&started, start);
     pthread_mutex_lock(&lock);
@@ -84,6 +87,7 @@ void db_watchdog_begin(PGconn *c, int bound_ms)
         mine = i;
     }
     pthread_mutex_unlock(&lock);
+    if (mine < 0) close(sock); /* every slot taken: this call goes unwatched */
 }
 
 void db_watchdog_progress(void)
@@ -97,8 +101,10 @@ bool db_watchdog_end(void)
     if (mine < 0) return false;
     pthread_mutex_lock(&lock);
     bool cut = slots[mine].cut;
+    int sock = slots[mine].sock;
     slots[mine].used = false;
     pthread_mutex_unlock(&lock);
+    close(sock);
     mine = -1;
     return cut;
 }

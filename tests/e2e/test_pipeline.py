@@ -746,3 +746,34 @@ def test_policy_eval_prints_one_decision_per_event(db, sink_factory_offline, tmp
 
     # no side effects: the database was not touched
     assert _tables(db) == set()
+
+
+def test_a_dead_lettered_record_read_again_after_a_policy_change_is_not_journaled_too(
+        kafka, db, topic, sink, tmp_path):
+    """Records dead-lettered under one policy (no tenant in the payload), then read again
+    after the policy changed to one that accepts them (the tenant from a header) and the
+    group's offsets were reset: each stays stored once, in the DLQ where it already is, and
+    not a second time in the journal (the redelivery look-up covers both tables)."""
+    from apihelpers import wait_caught_up
+    payload_only = HEADER_TENANT_POLICY.replace(
+        "local h = ev.headers or {}\n    return h[\"x-tenant-id\"], h[\"x-event-type\"]",
+        "return nil")
+    assert payload_only != HEADER_TENANT_POLICY
+    policy = write_policy(tmp_path, "tenant.lua", payload_only)
+    s = sink(topics=[topic], dsn=db, policies=[policy])
+    records = [(f"k{i}", json.dumps({"n": i, "data": {}}).encode(),
+                [("x-tenant-id", b"acme"), ("x-event-type", b"lead.created")], i % 4)
+               for i in range(40)]
+    produced = kafka.produce(topic, records)
+    wait_rows(db, DLQ_COUNT, 40, sinks=[s])
+    assert s.terminate() == 0
+    kafka.commit_offsets(sink.group_id, topic, {p: 0 for p in range(4)})
+
+    write_policy(tmp_path, "tenant.lua", HEADER_TENANT_POLICY)
+    s.restart()
+    more = kafka.produce(topic, records[:4])  # new records: the new policy journals them
+    wait_caught_up(kafka, sink.group_id, [topic], timeout=120, sinks=[s])
+    wait_rows(db, JOURNAL_COUNT, 4, sinks=[s])
+    assert_exactly_once(db, topic, produced + more)
+    assert scalar(db, DLQ_COUNT) == 40 and scalar(db, JOURNAL_COUNT) == 4
+    assert s.terminate() == 0
