@@ -9,7 +9,7 @@ PKGS=(
   libcurl4-openssl-dev
   postgresql postgresql-client
   libcmocka-dev
-  kcat curl jq python3 python3-venv openssl wrk tzdata
+  kcat curl jq python3 python3-venv openssl wrk tzdata iproute2 procps
   clang libclang-rt-14-dev valgrind
   prometheus chromium
   default-jre-headless maven

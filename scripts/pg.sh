@@ -2,6 +2,7 @@
 # A private PostgreSQL server for the demo, the tests and the benchmark, from Debian's
 # binaries, in a folder of its own, on its own port and socket directory.
 #   pg.sh start DIR PORT   -> initdb (once), start, create role and database "eventsink"
+#                             (PG_LISTEN=addr,addr: listen there too; default 127.0.0.1)
 #   pg.sh stop DIR [fast|immediate]
 #   pg.sh status DIR
 # As root the server runs as the "postgres" system user (initdb refuses root).
@@ -38,7 +39,9 @@ fsync = on
 logging_collector = off
 CONF
   fi
-  as_pg "$bindir/pg_ctl" -D "$data" -o "-p $port -k $sock" -l "$dir/server.log" -w -t 60 start >/dev/null
+  # PG_LISTEN: the addresses to listen on, comma-separated (default 127.0.0.1)
+  as_pg "$bindir/pg_ctl" -D "$data" -o "-p $port -k $sock -c listen_addresses=${PG_LISTEN:-127.0.0.1}" \
+    -l "$dir/server.log" -w -t 60 start >/dev/null
   for _ in $(seq 1 60); do
     if as_pg "$bindir/pg_isready" -q -h 127.0.0.1 -p "$port"; then break; fi
     sleep 0.5

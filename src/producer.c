@@ -34,6 +34,20 @@ void producer_release(struct delivery *d)
     if (d && atomic_fetch_sub(&d->refs, 1) == 1) free(d);
 }
 
+/* Whether Kafka may have written a message whose delivery failed. librdkafka says
+ * "possibly persisted" for a request that timed out on the wire, and "not persisted" for a
+ * message that timed out before its request was sent; yet behind a network that drops
+ * packets, messages it reports as timed out and "not persisted" are written once the
+ * network is back (librdkafka issue #1476; seen here with the broker's link cut,
+ * tests/e2e/test_partitions.py). So a timeout counts as "not written" only for a message
+ * that never had a partition: without metadata it never left the local queue. */
+static bool may_be_written(const rd_kafka_message_t *m)
+{
+    if (!m->err) return false;
+    if (m->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) return m->partition != RD_KAFKA_PARTITION_UA;
+    return rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
@@ -42,8 +56,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (!d) return;
     pthread_mutex_lock(&p->lock);
     d->res.err = m->err;
-    d->res.possibly_persisted =
-        m->err && rd_kafka_message_status(m) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    d->res.possibly_persisted = may_be_written(m);
     d->res.partition = m->partition;
     d->res.offset = m->offset;
     d->res.done = true;

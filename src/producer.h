@@ -17,7 +17,7 @@ struct producer;
 struct produce_result {
     bool done;
     int err;                 /* rd_kafka_resp_err_t; 0 = acknowledged */
-    bool possibly_persisted; /* err, yet Kafka may have written it (a timeout in flight) */
+    bool possibly_persisted; /* err, yet Kafka may have written it (a timeout) */
     int32_t partition;
     int64_t offset;
 };

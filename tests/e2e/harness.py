@@ -257,17 +257,20 @@ def pg_answers(server: "PgServer") -> bool:
 class PgServer:
     """A private PostgreSQL server run through scripts/pg.sh."""
 
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None,
+                 also_listen: Sequence[str] = ()):
         self.dir = Path(directory)
         self.port = port or free_port()
+        self.also_listen = list(also_listen)  # addresses beside 127.0.0.1
         self.running = False
         self._db_counter = itertools.count(1)
         self._tag = uuid.uuid4().hex[:6]
 
     # lifecycle
     def start(self) -> None:
+        env = dict(os.environ, PG_LISTEN=",".join([LOOPBACK, *self.also_listen]))
         r = subprocess.run(["bash", str(PG_SH), "start", str(self.dir), str(self.port)],
-                           capture_output=True, text=True, timeout=180)
+                           capture_output=True, text=True, timeout=180, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"pg.sh start failed ({r.returncode}):\n{r.stdout}\n{r.stderr}\n"
                                + self.server_log_tail())
@@ -284,6 +287,14 @@ class PgServer:
         self.thaw()
         subprocess.run(["bash", str(PG_SH), "stop", str(self.dir), "immediate"],
                        capture_output=True, timeout=120)
+
+    def trust(self, network: str) -> None:
+        """Lets clients from `network` (CIDR) in, as 127.0.0.1 is, for them and replication."""
+        hba = self.dir / "data" / "pg_hba.conf"
+        with open(hba, "a") as f:
+            f.write(f"host all all {network} trust\nhost replication all {network} trust\n")
+        with self.connect("postgres") as c:
+            c.execute("SELECT pg_reload_conf()")
 
     def freeze(self) -> None:
         """Stops every process of the server (SIGSTOP), as in a VM pause: connections stay
@@ -307,8 +318,8 @@ class PgServer:
         return "\n".join(p.read_text(errors="replace").splitlines()[-n:])
 
     # connections
-    def dsn(self, dbname: str = "eventsink") -> str:
-        return f"host={LOOPBACK} port={self.port} user=eventsink dbname={dbname}"
+    def dsn(self, dbname: str = "eventsink", host: str = LOOPBACK) -> str:
+        return f"host={host} port={self.port} user=eventsink dbname={dbname}"
 
     def connect(self, dbname: str = "eventsink", **kw) -> psycopg.Connection:
         return psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=10, **kw)
@@ -418,10 +429,13 @@ def wait_at_least(dsn: str, sql: str, minimum: int, timeout: float = 120,
 class KafkaBroker:
     """A real single-node Kafka broker run through tests/kafka/broker.sh."""
 
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, host: str = LOOPBACK):
         self.dir = Path(directory)
         self.port = port or free_port(consecutive=2)  # the controller listens on port + 1
-        self.bootstrap = f"{LOOPBACK}:{self.port}"
+        self.host = host  # the clients' listener's address (the controller's is loopback)
+        self.bootstrap = f"{host}:{self.port}"
+        self.replication = 1  # new topics' replication factor
+        self.node_env: dict[str, str] = {}  # BROKER_NODE_ID... for a node of a cluster
         self._admin: AdminClient | None = None
         self._topic_counter = itertools.count(1)
         self._tag = uuid.uuid4().hex[:6]
@@ -429,7 +443,8 @@ class KafkaBroker:
     def start(self) -> None:
         register_cleanup(self._cleanup)
         r = subprocess.run(["bash", str(BROKER_SH), "start", str(self.dir), str(self.port)],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, BROKER_HOST=self.host, **self.node_env))
         if r.returncode != 0:
             raise RuntimeError(f"broker.sh start failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
         # the port listens before the broker answers metadata requests: wait for that
@@ -487,7 +502,7 @@ class KafkaBroker:
     def create_topic(self, name: str | None = None, partitions: int = 4) -> str:
         name = name or self.unique_topic()
         futures = self.admin().create_topics([NewTopic(name, num_partitions=partitions,
-                                                       replication_factor=1)])
+                                                       replication_factor=self.replication)])
         futures[name].result(timeout=scaled(60))
 
         def ready():
@@ -795,8 +810,10 @@ def tail(text: str, n: int = 40) -> str:
 class SinkProcess:
     """One eventsink service (and its restarts with the same configuration)."""
 
-    def __init__(self, workdir: Path, config_path: Path, name: str, allow_errors=False):
+    def __init__(self, workdir: Path, config_path: Path, name: str, allow_errors=False,
+                 prefix: Sequence[str] = ()):
         self.workdir = workdir
+        self.prefix = list(prefix)  # e.g. `ip netns exec NAME`, which execs the service
         self.config_path = config_path
         self.name = name
         self.allow_errors = allow_errors  # True, or a list of regexes of allowed error lines
@@ -824,7 +841,7 @@ class SinkProcess:
         self.logs.append(log)
         self.exit_codes.append(None)
         self._logf = open(log, "wb")
-        self.proc = subprocess.Popen([str(binary), "-c", str(self.config_path)],
+        self.proc = subprocess.Popen([*self.prefix, str(binary), "-c", str(self.config_path)],
                                      stdout=self._logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=str(self.workdir),
                                      start_new_session=True)
@@ -971,13 +988,13 @@ class SinkFactory:
     def __call__(self, *, topics: Sequence[str], dsn: str, extra_config: str | None = None,
                  policies: Sequence[str] | None = None, batch: dict | None = None,
                  group_id: str | None = None, overrides: dict | None = None,
-                 allow_errors=False, wait_started: bool = True, timeout: float = 60
-                 ) -> SinkProcess:
+                 allow_errors=False, wait_started: bool = True, timeout: float = 60,
+                 brokers: str | None = None, prefix: Sequence[str] = ()) -> SinkProcess:
         name = f"sink{len(self.sinks) + 1}"
         path = self.write_config(topics=topics, dsn=dsn, extra_config=extra_config,
                                  policies=policies, batch=batch, group_id=group_id,
-                                 overrides=overrides, name=name)
-        s = SinkProcess(path.parent, path, name, allow_errors=allow_errors)
+                                 overrides=overrides, name=name, brokers=brokers)
+        s = SinkProcess(path.parent, path, name, allow_errors=allow_errors, prefix=prefix)
         self.sinks.append(s)
         s.start(wait_started=wait_started, timeout=timeout)
         return s

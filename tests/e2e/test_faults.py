@@ -67,14 +67,28 @@ class _Stream:
         return self.produced
 
 
+def _stream_after(kafka, db, topic, s, n: int, seed: int):
+    """n records produced and stored first, then a stream running: (produced, stream)."""
+    produced = kafka.produce(topic, _records(n, seed=seed, start=0))
+    wait_rows(db, STORED, n, timeout=120, sinks=[s])
+    stream = _Stream(kafka, topic, start=n)
+    time.sleep(2)
+    return produced, stream
+
+
+def _stream_stored_once(stream: _Stream, produced: list, db, topic, s) -> list:
+    """Stops the stream, waits until everything produced is stored: each record once."""
+    produced = produced + stream.stop()
+    wait_rows(db, STORED, len(produced), timeout=300, sinks=[s])
+    assert_stored_exactly_once(db, topic, produced)
+    return produced
+
+
 def test_postgresql_frozen_longer_than_its_timeouts(kafka, pg, db, topic, sink):
     s = sink(topics=[topic], dsn=db, extra_config="c.health = { stall_after_s = 2 }\n",
              allow_errors=[r"PostgreSQL", r"connection", r"server"])
     api = api_for(s)
-    produced = kafka.produce(topic, _records(500, seed=91, start=0))
-    wait_rows(db, STORED, 500, timeout=120, sinks=[s])
-    stream = _Stream(kafka, topic, start=500)
-    time.sleep(2)
+    produced, stream = _stream_after(kafka, db, topic, s, 500, seed=91)
 
     with postgres_frozen(pg):
         t0 = time.monotonic()
@@ -98,9 +112,7 @@ def test_postgresql_frozen_longer_than_its_timeouts(kafka, pg, db, topic, sink):
         stalled = [c["component"] for c in _health(api)["stalled"]]
         assert "writer" not in stalled, stalled
     # continued: the service recovers by itself, everything stored once
-    produced += stream.stop()
-    wait_rows(db, STORED, len(produced), timeout=300, sinks=[s])
-    assert_stored_exactly_once(db, topic, produced)
+    _stream_stored_once(stream, produced, db, topic, s)
     harness.wait_for(lambda: _health(api)["status"] == "ok" and _health(api)["postgres"] == "up",
                      harness.scaled(120), what="/health ok again")
     assert s.alive()
