@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Starts or stops a single-node Apache Kafka broker (KRaft) on loopback for tests.
 #   broker.sh start DIR PORT   -> formats DIR, starts the broker, waits until it listens
+#     (BROKER_HOST=addr: the clients' listener's address, default 127.0.0.1)
+#     A node of a cluster: BROKER_NODE_ID (1), BROKER_VOTERS (the controller quorum,
+#     id@127.0.0.1:port,...; default this node alone), BROKER_RF (the internal topics'
+#     replication factor, 1), BROKER_MIN_ISR (min.insync.replicas, 1). Nodes of a cluster
+#     are started together: each listens once a majority of the controllers is up.
 #   broker.sh stop DIR
 # Jars come from Maven Central through tests/kafka/pom.xml (cached in tests/kafka/lib).
 set -euo pipefail
@@ -20,22 +25,29 @@ fetch) fetch ;;
 start)
   port=${3:?port}
   ctl=$((port + 1))
+  host=${BROKER_HOST:-127.0.0.1}
+  node=${BROKER_NODE_ID:-1}
+  voters=${BROKER_VOTERS:-$node@127.0.0.1:$ctl}
+  rf=${BROKER_RF:-1}
+  isr=${BROKER_MIN_ISR:-1}
   fetch
   mkdir -p "$dir"
   cat >"$dir/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$ctl
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+node.id=$node
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://$host:$port,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=PLAINTEXT://$host:$port
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$dir/logs
 num.partitions=4
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+default.replication.factor=$rf
+min.insync.replicas=$isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=24
@@ -55,7 +67,7 @@ L4J
   nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
   echo $! >"$dir/pid"
   for _ in $(seq 1 120); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
+    if (exec 3<>/dev/tcp/"$host"/"$port") 2>/dev/null; then exit 0; fi
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
       echo "kafka broker exited; see $dir/stdout.log" >&2; tail -20 "$dir/stdout.log" >&2; exit 1
     fi
