@@ -19,8 +19,14 @@ group and leaving it; replay jobs (POST /replay/range with confirm and a rate, a
 moved back while the service is stopped (an operator's reset: every record since is read
 again, below the sink's stored position, sink_offsets); PostgreSQL or the broker frozen
 with SIGSTOP (pg_freeze, kafka_freeze); PostgreSQL's disk filled up (pg_disk_full: its data
-folder is on a tmpfs the run mounts, so it runs as root). A sampler reads the RSS and
-the open file descriptors of every eventsink process once a second.
+folder is on a tmpfs the run mounts); the link to PostgreSQL or to Kafka dropping every
+packet (pg_partition, kafka_partition: the service runs in a network namespace of the
+run's own, tests/e2e/netns.py); the node leading most of the topic's partitions killed and
+started again (kafka_leader_kill: the broker is a three-node KRaft cluster, replication
+factor 3, min.insync.replicas 2); the primary killed and its synchronous standby promoted
+(pg_failover: the service is on a multi-host DSN; a new standby is then made). It runs as
+root. A sampler reads the RSS and the open file descriptors of every eventsink process
+once a second.
 
 At the end it restores everything, waits until the consumer group has caught up and every
 replay job has finished, then checks the ledger, the topic, the jobs and the resource
@@ -64,13 +70,17 @@ import requests  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 import harness  # noqa: E402
-from apihelpers import api_for  # noqa: E402
+import netns  # noqa: E402
+import replication  # noqa: E402
+from apihelpers import OPS_TOKEN, TOKENS, api_for  # noqa: E402
 from harness import KafkaBroker, PgServer, SinkFactory, SinkProcess, make_event  # noqa: E402
+from kafka_cluster import KafkaCluster  # noqa: E402
 
 REPO = harness.REPO
 FAULT_KINDS = ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
                "sighup_broken", "second_instance", "replay_kill", "offset_rewind", "pg_freeze",
-               "kafka_freeze", "pg_disk_full")
+               "kafka_freeze", "pg_disk_full", "pg_partition", "kafka_partition", "pg_failover",
+               "kafka_leader_kill")
 PG_DISK_MB = 3072  # the tmpfs PostgreSQL's data folder is on, filled by pg_disk_full
 # a freeze past the service's bound on a PostgreSQL call (src/db_watchdog.h: 75 s), drawn
 # now and then in a long run; the bounded run's freezes are shorter (3-20 s)
@@ -151,10 +161,11 @@ class Ledger:
 # --------------------------------------------------------------------------------------
 
 class Driver(threading.Thread):
-    def __init__(self, kafka: KafkaBroker, topic: str, dsn: str, seed: int, rate: int,
+    def __init__(self, kafka: KafkaBroker, topic: str, dsn_of, seed: int, rate: int,
                  ledger: Ledger):
         super().__init__(daemon=True, name="driver")
-        self.kafka, self.topic, self.dsn, self.rate, self.ledger = kafka, topic, dsn, rate, ledger
+        self.kafka, self.topic, self.rate, self.ledger = kafka, topic, rate, ledger
+        self.dsn_of = dsn_of  # the current primary's DSN (it moves on pg_failover)
         self.rng = random.Random(seed ^ 0x5EED)
         self.stop_evt = threading.Event()
         self.parents: list[tuple[int, str]] = []
@@ -173,7 +184,7 @@ class Driver(threading.Thread):
 
     def refresh_parents(self) -> None:
         try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as c:
+            with psycopg.connect(self.dsn_of(), autocommit=True, connect_timeout=2) as c:
                 rows = c.execute("SELECT id, tenant_id FROM event_journal WHERE topic = %s AND "
                                  "replay_count < 2 ORDER BY id DESC LIMIT 400",
                                  (self.topic,)).fetchall()
@@ -358,6 +369,11 @@ class Chaos:
     http_500: list[str] = field(default_factory=list)
     fault_time: Counter = field(default_factory=Counter)
 
+    @property
+    def dsn(self) -> str:
+        """The database on the current primary, for the run's own queries (over loopback)."""
+        return self.pg.dsn(self.dbname)
+
     def violation(self, msg: str) -> None:
         log(f"VIOLATION: {msg}")
         self.violations.append(msg)
@@ -368,33 +384,52 @@ class Chaos:
         self.workdir = self.root / f"run-{self.seed}"
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
-        log(f"chaos: starting PostgreSQL and Kafka under {self.root}")
-        PgServer.clean_stale(self.root / "pg")
-        KafkaBroker.clean_stale(self.root / "kafka")
-        harness.mount_small_disk(self.root / "pg", PG_DISK_MB)  # for pg_disk_full
-        self.pg = PgServer(self.root / "pg")
+        log(f"chaos: starting PostgreSQL (a primary and its synchronous standby) and Kafka "
+            f"under {self.root}, the service in a network namespace")
+        # the service runs in a network namespace of the run's own, reaching PostgreSQL,
+        # the broker and its API over one veth link each, which pg_partition and
+        # kafka_partition cut (tests/e2e/netns.py)
+        self.ns = netns.Namespace(("pg", "kafka", "api"))
+        for d in ("pg", "pg-b"):
+            PgServer.clean_stale(self.root / d)
+            harness.mount_small_disk(self.root / d, PG_DISK_MB)  # for pg_disk_full
+        KafkaCluster.clean_stale(self.root / "kafka")
+        self.pg = PgServer(self.root / "pg", also_listen=[self.ns.host_addr("pg")])
         self.pg.start()
-        self.kafka = KafkaBroker(self.root / "kafka")
+        self.pg.trust(self.ns.host_addr("pg").rsplit(".", 1)[0] + ".0/30")
+        self.dbname = self.pg.new_database("chaos").rsplit("dbname=", 1)[1]
+        # pg_failover kills the primary and promotes this one (then makes a new standby)
+        self.standby = replication.standby_of(self.pg, self.root / "pg-b")
+        # three nodes, replication factor 3, min.insync.replicas 2 (kafka_leader_kill)
+        self.kafka = KafkaCluster(self.root / "kafka", host=self.ns.host_addr("kafka"))
         self.kafka.start()
-        self.dsn = self.pg.new_database("chaos")
         self.topic = self.kafka.create_topic(f"apexflow.chaos.s{self.seed}",
                                              partitions=self.partitions)
         self.policy_path = self.workdir / "policy.lua"
         self.policy_gen = 1
         self.policy_path.write_text(good_policy(self.policy_gen))
         self.factory = SinkFactory(self.workdir, self.kafka, f"chaos_{self.seed}")
-        common = dict(topics=[self.topic], dsn=self.dsn, policies=[str(self.policy_path)],
+        api, pg_host = self.ns.ns_addr("api"), self.ns.host_addr("pg")
+        # both servers of the pair, the writable one wherever it is
+        service_dsn = (f"host={pg_host},{pg_host} port={self.pg.port},{self.standby.port}"
+                       f" user=eventsink dbname={self.dbname} target_session_attrs=read-write")
+        common = dict(topics=[self.topic], dsn=service_dsn, policies=[str(self.policy_path)],
                       batch={"max_events": 500, "max_wait_ms": 50})
-        conf_a = self.factory.write_config(name="main", **common)
-        conf_b = self.factory.write_config(name="second", **common)
-        self.main = SinkProcess(conf_a.parent, conf_a, "main", allow_errors=True)
-        self.second = SinkProcess(conf_b.parent, conf_b, "second", allow_errors=True)
+        confs = {name: self.factory.write_config(
+            name=name, overrides={"http": {"listen": f"{api}:{harness.free_port()}",
+                                           "tokens": TOKENS},
+                                  "metrics": {"listen": f"{api}:{harness.free_port()}"}},
+            **common) for name in ("main", "second")}
+        self.main, self.second = (SinkProcess(c.parent, c, name, allow_errors=True,
+                                              prefix=self.ns.exec_prefix())
+                                  for name, c in confs.items())
         self.ledger = Ledger(self.workdir / "ledger.jsonl")
         self.main.start(timeout=120)
-        self.api = api_for(self.main)
+        self.api = api_for(self.main, OPS_TOKEN)
         self.sampler = Sampler([self.main, self.second])
         self.sampler.start()
-        self.driver = Driver(self.kafka, self.topic, self.dsn, self.seed, self.rate, self.ledger)
+        self.driver = Driver(self.kafka, self.topic, lambda: self.dsn, self.seed, self.rate,
+                             self.ledger)
         self.driver.start()
 
     # ---- service helpers
@@ -498,22 +533,27 @@ class Chaos:
         if not self.main.alive():
             self.ensure_main("while Kafka was down")
 
+    def _for_a_while(self, begin, end, note: str, why: str) -> None:
+        """begin(), a drawn while (or until the main instance exits), end() whatever
+        happens; then the main instance is checked."""
+        secs = self._long_or_short()
+        self.notes.append(f"{note} {secs:.0f} s")
+        begin()
+        try:
+            until = time.monotonic() + secs
+            while time.monotonic() < until and self.main.alive():
+                time.sleep(0.5)
+        finally:
+            end()
+        self.ensure_main(why)
+
     def _freeze(self, server, what: str) -> None:
         """A server stopped with SIGSTOP, as in a GC or VM pause: connections hang instead
         of failing, new ones are accepted by the kernel and wait. Mostly for 3-20 s; in a
         long run one freeze in four goes past the service's bounds (its PostgreSQL calls
         are cut, librdkafka's requests time out)."""
-        long = self.seconds >= 300 and self.rng.random() < 0.25
-        secs = self.rng.uniform(*LONG_FREEZE_S) if long else self.rng.uniform(3, 20)
-        self.notes.append(f"{what} frozen {secs:.0f} s")
-        server.freeze()
-        try:
-            end = time.monotonic() + secs
-            while time.monotonic() < end and self.main.alive():
-                time.sleep(0.5)
-        finally:
-            server.thaw()
-        self.ensure_main(f"while {what} was frozen")
+        self._for_a_while(server.freeze, server.thaw, f"{what} frozen",
+                          f"while {what} was frozen")
 
     def fault_pg_disk_full(self) -> None:
         """PostgreSQL's disk filled up for 3-10 s, then room again: a full disk is an
@@ -534,11 +574,55 @@ class Chaos:
             self.pg.start()
         self.ensure_main("while PostgreSQL's disk was full")
 
+    def _long_or_short(self) -> float:
+        """Mostly 3-20 s; in a long run one in four past the service's bounds."""
+        long = self.seconds >= 300 and self.rng.random() < 0.25
+        return self.rng.uniform(*LONG_FREEZE_S) if long else self.rng.uniform(3, 20)
+
+    def _partition(self, link: str, what: str) -> None:
+        """The namespace's link to a server drops every packet for a while: nothing answers
+        and nothing refuses, TCP retransmits, new connections wait for their timeout."""
+        self._for_a_while(lambda: self.ns.cut(link), lambda: self.ns.heal(link),
+                          f"{what} partitioned", f"while {what} was partitioned")
+
+    def fault_pg_partition(self) -> None:
+        self._partition("pg", "PostgreSQL")
+
+    def fault_kafka_partition(self) -> None:
+        self._partition("kafka", "the broker")
+
+    def fault_pg_failover(self) -> None:
+        """The primary killed (every process, SIGKILL), the synchronous standby promoted
+        1-5 s later (the service meanwhile finds only a read-only server); then a new
+        synchronous standby is made in the old primary's place, on its port, from a base
+        backup of the new primary."""
+        old, new = self.pg, self.standby
+        replication.kill_server(old)
+        time.sleep(self.rng.uniform(1, 5))
+        replication.promote(new)
+        self.pg = new
+        self.ensure_main("during a failover")
+        t0 = time.monotonic()
+        self.standby = replication.standby_of(new, old.dir, port=old.port)
+        self.notes.append(f"failover: a new standby in {time.monotonic() - t0:.0f} s")
+
     def fault_pg_freeze(self) -> None:
         self._freeze(self.pg, "PostgreSQL")
 
     def fault_kafka_freeze(self) -> None:
         self._freeze(self.kafka, "the broker")
+
+    def fault_kafka_leader_kill(self) -> None:
+        """The node leading most of the topic's partitions killed (SIGKILL), started again
+        after 3-20 s (in a long run, now and then 80-90 s): leadership moves to the other
+        two, writes with acks=all go on with two replicas in sync, the group's coordinator
+        may move. Often while a replay job runs (replay_kill's jobs are rate-limited)."""
+        if self.rng.random() < 0.5:
+            self._start_jobs()
+        node = self.kafka.busiest_leader(self.topic)
+        self._for_a_while(lambda: self.kafka.kill_node(node), lambda: self.kafka.start_node(node),
+                          f"Kafka node {node} (the busiest leader) killed for",
+                          "while a Kafka node was down")
 
     def _reload(self, broken: bool) -> None:
         before = self.health()
@@ -607,7 +691,8 @@ class Chaos:
                 time.sleep(1)
         self.start_main()
 
-    def fault_replay_kill(self) -> None:
+    def _start_jobs(self) -> list[int]:
+        """A range job and a batch job, rate-limited; their ids."""
         now = datetime.now(timezone.utc)
         rng_body = {"start": now_iso(now - timedelta(seconds=self.rng.uniform(20, 60))),
                     "end": now_iso(now), "topic": self.topic,
@@ -628,6 +713,10 @@ class Chaos:
             elif r is not None:
                 self.notes.append(f"POST /replay/batch -> {r.status_code} {r.text[:200]}")
         self.job_ids.update(started)
+        return started
+
+    def fault_replay_kill(self) -> None:
+        started = self._start_jobs()
         # kill it while they run: once one has sent something, or after a few seconds
         deadline = time.monotonic() + self.rng.uniform(1, 6)
         while time.monotonic() < deadline:
@@ -679,8 +768,7 @@ class Chaos:
             self.terminate_checked(self.second, "second instance")
         if not self.pg.running:
             self.pg.start()
-        if not harness.port_open(self.kafka.port):
-            self.kafka.start()
+        self.kafka.ensure_up()
         self.policy_gen += 1
         self.policy_path.write_text(good_policy(self.policy_gen))
         self.ensure_main("at the end of the faults")

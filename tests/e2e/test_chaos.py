@@ -2,10 +2,13 @@
 
 Runs tests/chaos/chaos.py for CHAOS_TEST_SECONDS (default 90) against the binary under
 test (EVENTSINK_BIN: the sanitizer build in `make test`), with at least one fault of each
-kind: kill -9, SIGTERM, PostgreSQL stopped fast and immediate, the Kafka broker restarted,
+kind: kill -9, SIGTERM, PostgreSQL stopped fast and immediate, the Kafka cluster restarted,
 SIGHUP with a good and a broken policy, a second instance joining and leaving the group,
-replay jobs killed mid-way. It has its own PostgreSQL and Kafka broker (under
-.test/chaos), so it needs none of the session's fixtures. The full run is `make chaos`
+replay jobs killed mid-way, offsets rewound, PostgreSQL and the brokers frozen,
+PostgreSQL's disk full, the links to PostgreSQL and Kafka dropping packets, the leading
+Kafka node killed, a failover to the synchronous standby. It has its own PostgreSQL pair
+and three-node Kafka cluster (under .test/chaos) and network namespace, so it needs none
+of the session's fixtures. The full run is `make chaos`
 (600 s); a failing run prints its seed: repeat it with CHAOS_SEED=S.
 """
 
@@ -38,6 +41,7 @@ def test_bounded_chaos_run_loses_and_duplicates_nothing():
     assert re.search(r"lost 0, duplicated 0$", summary), summary
     for kind in ("kill9", "sigterm", "pg_fast", "pg_immediate", "kafka_restart", "sighup_good",
                  "sighup_broken", "second_instance", "replay_kill", "offset_rewind",
-                 "pg_freeze", "kafka_freeze", "pg_disk_full"):
+                 "pg_freeze", "kafka_freeze", "pg_disk_full", "pg_partition", "kafka_partition",
+                 "pg_failover", "kafka_leader_kill"):
         m = re.search(rf"\b{kind} (\d+)", summary)
         assert m and int(m.group(1)) >= 1, f"no {kind} fault in: {summary}"
